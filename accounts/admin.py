@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from accounts.models import Account, Position
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ["broker_account_id", "name", "balance", "can_trade", "simulated", "active"]
+    list_filter = ["active", "can_trade", "simulated"]
+    search_fields = ["=broker_account_id", "name"]
+    # Balance and permissions are the broker's truth, mirrored; only `active` is ours to set.
+    readonly_fields = [
+        "broker_account_id",
+        "balance",
+        "can_trade",
+        "simulated",
+        "version",
+        "created_at",
+        "updated_at",
+    ]
+
+
+@admin.register(Position)
+class PositionAdmin(admin.ModelAdmin):
+    list_display = ["account", "contract_id", "type", "size", "average_price", "last_server_ts"]
+    list_filter = ["type", "account"]
+    search_fields = ["contract_id", "=account__broker_account_id"]
+    list_select_related = ["account"]
+    readonly_fields = [
+        "account",
+        "contract_id",
+        "type",
+        "size",
+        "average_price",
+        "broker_position_id",
+        "last_server_ts",
+        "version",
+        "created_at",
+        "updated_at",
+    ]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False

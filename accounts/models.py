@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+
+# Prices and money: up to 11 integer digits and the 9 fractional digits the broker prints.
+PRICE_DIGITS = {"max_digits": 20, "decimal_places": 9}
+MONEY_DIGITS = {"max_digits": 20, "decimal_places": 4}
+
+
+class Account(models.Model):
+    """A trading account at the broker, mirrored locally."""
+
+    broker_account_id = models.IntegerField(unique=True, help_text="The broker's accountId")
+    name = models.CharField(max_length=200)
+    balance = models.DecimalField(default=Decimal("0"), **MONEY_DIGITS)
+    can_trade = models.BooleanField(default=True)
+    simulated = models.BooleanField(default=True)
+    active = models.BooleanField(default=True, help_text="Listened to and traded through")
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["broker_account_id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.broker_account_id})"
+
+
+class PositionType(models.TextChoices):
+    FLAT = "flat", "Flat"
+    LONG = "long", "Long"
+    SHORT = "short", "Short"
+
+
+class Position(models.Model):
+    """The net position of one account in one contract, as the broker reports it."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="positions")
+    contract_id = models.CharField(max_length=64)
+    type = models.CharField(max_length=8, choices=PositionType.choices, default=PositionType.FLAT)
+    size = models.PositiveIntegerField(default=0)
+    average_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    broker_position_id = models.IntegerField(null=True, blank=True)
+    last_server_ts = models.DateTimeField(
+        null=True, blank=True, help_text="The broker's timestamp of the newest event applied"
+    )
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["account", "contract_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "contract_id"], name="position_one_per_account_contract"
+            ),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(type="flat", size=0) | (~models.Q(type="flat") & models.Q(size__gt=0))
+                ),
+                name="position_flat_iff_size_zero",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account.broker_account_id} {self.contract_id} {self.type} {self.size}"

@@ -1,0 +1,132 @@
+"""The YAML file the system is tuned with (`config/order_management.yaml`).
+
+It is loaded once, at start-up, and every key is validated: its type, its range, and that it
+is a key we know. A misspelt key is as dangerous as a wrong value (a typo in `timeoutAction`
+would otherwise leave the default in force without anyone noticing), so unknown keys are
+rejected. The error names the key path, e.g. `orderManagement.idempotency.keyTtlSeconds`.
+
+The models are frozen: the running system reads its tuning, it never writes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from django.core.exceptions import ImproperlyConfigured
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "order_management.yaml"
+
+
+class _Section(BaseModel):
+    # strict: "60" is not 60 and 1 is not True; the YAML author must write what they mean.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class StuckThresholds(_Section):
+    submitting: float = Field(10.0, gt=0)
+    unknown: float = Field(60.0, gt=0)
+    pending_cancel: float = Field(30.0, gt=0, alias="pending_cancel")
+    created: float = Field(60.0, gt=0)
+
+
+class ArchiveSettings(_Section):
+    hot_retention_days: int = Field(30, ge=1)
+    delete_retention_days: int = Field(365, ge=1)
+    batch_size: int = Field(1000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _deletion_after_archival(self) -> ArchiveSettings:
+        if self.delete_retention_days <= self.hot_retention_days:
+            raise ValueError("deleteRetentionDays must be greater than hotRetentionDays")
+        return self
+
+
+class LifecycleSettings(_Section):
+    stuck_after_seconds: StuckThresholds = StuckThresholds()
+    archive: ArchiveSettings = ArchiveSettings()
+
+
+class IdempotencySettings(_Section):
+    key_ttl_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    derived_key_bucket_seconds: int = Field(60, ge=1, le=3600)
+    in_flight_lock_seconds: int = Field(30, ge=1, le=600)
+
+
+class VerificationSettings(_Section):
+    direct_lookup_budget_ms: int = Field(500, ge=50, le=60_000)
+    search_budget_ms: int = Field(2000, ge=100, le=120_000)
+    search_window_seconds: int = Field(300, ge=10, le=86_400)
+    match_time_tolerance_seconds: int = Field(30, ge=1, le=3600)
+    max_attempts: int = Field(5, ge=1, le=100)
+    backoff_initial_ms: int = Field(500, ge=10, le=600_000)
+    backoff_max_ms: int = Field(30_000, ge=10, le=3_600_000)
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> VerificationSettings:
+        if self.backoff_max_ms < self.backoff_initial_ms:
+            raise ValueError("backoffMaxMs must be at least backoffInitialMs")
+        return self
+
+
+class PartialFillSettings(_Section):
+    timeout_seconds: float = Field(60.0, gt=0, le=86_400)
+    timeout_action: Literal["alert", "verify", "cancel_remaining"] = "alert"
+    catch_up_margin_seconds: int = Field(300, ge=0, le=86_400)
+    stale_feed_seconds: float = Field(45.0, gt=0, le=3600)
+
+
+class ConcurrencySettings(_Section):
+    max_queue_depth_per_account: int = Field(100, ge=1, le=100_000)
+    lock_timeout_ms: int = Field(5000, ge=100, le=600_000)
+    deadlock_max_retries: int = Field(3, ge=0, le=20)
+    retry_backoff_initial_ms: int = Field(20, ge=1, le=10_000)
+    retry_backoff_max_ms: int = Field(500, ge=1, le=60_000)
+    position_close_timeout_seconds: float = Field(30.0, gt=0, le=600)
+
+
+class OrderManagementSettings(_Section):
+    lifecycle: LifecycleSettings = LifecycleSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+    verification: VerificationSettings = VerificationSettings()
+    partial_fill_tracking: PartialFillSettings = PartialFillSettings()
+    concurrency_control: ConcurrencySettings = ConcurrencySettings()
+
+
+class ConfigFile(_Section):
+    order_management: OrderManagementSettings
+
+
+class ConfigError(ImproperlyConfigured):
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.problems = problems
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"invalid configuration in {path}:\n{listed}")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key_path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{key_path}: unknown key"
+    return f"{key_path}: {error['msg']}"
+
+
+def load_config(path: Path = DEFAULT_CONFIG_PATH) -> OrderManagementSettings:
+    """Read and validate the YAML file; raise ConfigError naming every bad key."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read the file: {exc.strerror}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [f"not valid YAML: {exc}"]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(path, ["(top level): expected a mapping with the key orderManagement"])
+    try:
+        return ConfigFile.model_validate(raw).order_management
+    except ValidationError as exc:
+        raise ConfigError(path, [_describe(error) for error in exc.errors()]) from exc

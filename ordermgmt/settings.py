@@ -1,0 +1,194 @@
+"""ordermgmt settings: one module, every external part switched on by an environment variable.
+
+With nothing set, the system runs embedded: SQLite in ./var, an in-process channel layer, a
+local-memory cache and the bundled ProjectX simulator. `DATABASE_URL`, `REDIS_URL` and the
+`PROJECTX_*` variables switch each part to the real thing. Every value is read through the
+strict helpers in `ordermgmt.env`: a bad value stops start-up with a message naming it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from ordermgmt.config import DEFAULT_CONFIG_PATH, load_config
+from ordermgmt.env import (
+    EnvironmentSettingError,
+    env_bool,
+    env_list,
+    env_path,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"  # the embedded default's state: SQLite file, generated secret key
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env_url("DATABASE_URL", schemes={"postgres", "postgresql", "sqlite"})
+EMBEDDED = DATABASE_URL is None
+if DATABASE_URL is None:
+    VAR_DIR.mkdir(exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "db.sqlite3",
+            # SQLite serialises writers; wait for the lock instead of failing at once.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+else:
+    try:
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    except ValueError as exc:
+        raise EnvironmentSettingError("DATABASE_URL", DATABASE_URL, str(exc)) from exc
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+        DATABASES["default"].setdefault("OPTIONS", {})
+        DATABASES["default"]["OPTIONS"]["application_name"] = env_str(
+            "ORDERMGMT_APPLICATION_NAME", "ordermgmt"
+        )
+
+# --- Secret key -----------------------------------------------------------------------------
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not EMBEDDED:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when DATABASE_URL points at a real database"
+        )
+    # The embedded default keeps a generated key beside its SQLite file, so sessions survive
+    # restarts without anyone having to invent a key.
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(50), encoding="utf-8")
+        key_file.chmod(0o600)
+    SECRET_KEY = key_file.read_text(encoding="utf-8").strip()
+
+# --- Redis: cache and channel layer ---------------------------------------------------------
+REDIS_URL = env_url("REDIS_URL", schemes={"redis", "rediss", "unix"})
+if REDIS_URL is None:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "ordermgmt",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": "ordermgmt"},
+        }
+    }
+
+# --- The broker -----------------------------------------------------------------------------
+PROJECTX_API_URL = env_url("PROJECTX_API_URL", schemes={"http", "https"})
+PROJECTX_USER_HUB_URL = env_url("PROJECTX_USER_HUB_URL", schemes={"http", "https", "ws", "wss"})
+PROJECTX_USERNAME = env_str("PROJECTX_USERNAME")
+PROJECTX_API_KEY = env_str("PROJECTX_API_KEY")
+_projectx_given = [
+    name
+    for name, value in {
+        "PROJECTX_API_URL": PROJECTX_API_URL,
+        "PROJECTX_USER_HUB_URL": PROJECTX_USER_HUB_URL,
+        "PROJECTX_USERNAME": PROJECTX_USERNAME,
+        "PROJECTX_API_KEY": PROJECTX_API_KEY,
+    }.items()
+    if value
+]
+if _projectx_given and len(_projectx_given) < 4:
+    missing = {
+        "PROJECTX_API_URL",
+        "PROJECTX_USER_HUB_URL",
+        "PROJECTX_USERNAME",
+        "PROJECTX_API_KEY",
+    } - set(_projectx_given)
+    raise ImproperlyConfigured(
+        f"the PROJECTX_* settings go together: {', '.join(sorted(missing))} missing"
+    )
+# No PROJECTX_* at all: the system talks to the bundled simulator.
+PROJECTX_USE_SIMULATOR = not _projectx_given
+
+# --- The tuning file ------------------------------------------------------------------------
+ORDER_MANAGEMENT = load_config(env_path("ORDERMGMT_CONFIG", DEFAULT_CONFIG_PATH))
+
+# --- Django ---------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "accounts",
+    "orders",
+    "fills",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ordermgmt.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    }
+]
+WSGI_APPLICATION = "ordermgmt.wsgi.application"
+ASGI_APPLICATION = "ordermgmt.asgi.application"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "admin:login"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+}

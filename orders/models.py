@@ -1,0 +1,234 @@
+"""Orders and their lifecycle.
+
+The lifecycle is one state machine with 11 states. Every allowed move is declared below with
+`@transition`; the status field is protected, so nothing can assign a state directly. The
+methods only change the in-memory state: `orders.services.order_transition` is the one place
+that calls them, under a row lock, with the version check and the audit row.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django_fsm import FSMField, FSMModelMixin, transition
+
+from accounts.models import PRICE_DIGITS, Account
+
+
+class OrderStatus(models.TextChoices):
+    CREATED = "created", "Created"  # stored, not yet sent
+    SUBMITTING = "submitting", "Submitting"  # the placement request is in flight
+    UNKNOWN = "unknown", "Unknown"  # the request failed on the network; outcome not known
+    OPEN = "open", "Open"  # working at the broker
+    PARTIALLY_FILLED = "partially_filled", "Partially filled"
+    PENDING_CANCEL = "pending_cancel", "Pending cancel"
+    FILLED = "filled", "Filled"
+    CANCELLED = "cancelled", "Cancelled"
+    REJECTED = "rejected", "Rejected"
+    EXPIRED = "expired", "Expired"
+    FAILED = "failed", "Failed"  # verified absent at the broker
+
+
+S = OrderStatus
+TERMINAL_STATES = frozenset({S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED, S.FAILED})
+WORKING_STATES = frozenset({S.OPEN, S.PARTIALLY_FILLED, S.PENDING_CANCEL})
+
+# Late broker evidence may correct a terminal state. These are the only edges out of one, and
+# each is recorded as a correction (with its reason) and counted.
+CORRECTIONS: frozenset[tuple[str, str]] = frozenset(
+    {
+        (S.FAILED, S.OPEN),
+        (S.FAILED, S.PARTIALLY_FILLED),
+        (S.FAILED, S.FILLED),
+        (S.FAILED, S.CANCELLED),
+        (S.CANCELLED, S.FILLED),
+    }
+)
+
+
+class OrderSide(models.TextChoices):
+    BUY = "buy", "Buy"
+    SELL = "sell", "Sell"
+
+
+class OrderType(models.TextChoices):
+    MARKET = "market", "Market"
+    LIMIT = "limit", "Limit"
+    STOP = "stop", "Stop"
+    STOP_LIMIT = "stop_limit", "Stop limit"
+    TRAILING_STOP = "trailing_stop", "Trailing stop"
+    JOIN_BID = "join_bid", "Join bid"
+    JOIN_ASK = "join_ask", "Join ask"
+
+
+class TransitionTrigger(models.TextChoices):
+    API = "api", "Bot API"
+    ADMIN = "admin", "Admin"
+    BROKER_STREAM = "broker-stream", "Broker stream"
+    BROKER_REST = "broker-rest", "Broker REST"
+    VERIFICATION = "verification", "Verification"
+    SWEEPER = "sweeper", "Sweeper"
+
+
+class Order(FSMModelMixin, models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders")
+    contract_id = models.CharField(max_length=64)
+    side = models.CharField(max_length=4, choices=OrderSide.choices)
+    type = models.CharField(max_length=16, choices=OrderType.choices)
+    size = models.PositiveIntegerField()
+    limit_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    stop_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    trail_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    broker_order_id = models.BigIntegerField(null=True, blank=True)
+
+    status = FSMField(max_length=20, choices=OrderStatus.choices, default=S.CREATED, protected=True)
+    status_reason = models.TextField(blank=True, default="")
+    version = models.PositiveIntegerField(default=1)
+    state_entered_at = models.DateTimeField()
+
+    filled_size = models.PositiveIntegerField(default=0)
+    avg_fill_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    last_server_ts = models.DateTimeField(
+        null=True, blank=True, help_text="The broker's timestamp of the newest event applied"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "idempotency_key"], name="order_unique_idempotency_key"
+            ),
+            models.UniqueConstraint(
+                fields=["account", "broker_order_id"],
+                condition=Q(broker_order_id__isnull=False),
+                name="order_unique_broker_order_id",
+            ),
+            models.CheckConstraint(condition=Q(size__gte=1), name="order_size_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "state_entered_at"], name="order_status_entered"),
+            models.Index(fields=["account", "created_at"], name="order_account_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.size} {self.contract_id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATES
+
+    @property
+    def remaining_size(self) -> int:
+        return max(self.size - self.filled_size, 0)
+
+    # --- The lifecycle. One method per target state; `source` lists every allowed origin. ---
+
+    @transition(field=status, source=S.CREATED, target=S.SUBMITTING)
+    def to_submitting(self) -> None: ...
+
+    @transition(field=status, source=S.SUBMITTING, target=S.UNKNOWN)
+    def to_unknown(self) -> None: ...
+
+    @transition(
+        field=status,
+        source=[S.SUBMITTING, S.UNKNOWN, S.PENDING_CANCEL, S.FAILED],
+        target=S.OPEN,
+    )
+    def to_open(self) -> None: ...
+
+    @transition(
+        field=status,
+        source=[S.SUBMITTING, S.UNKNOWN, S.OPEN, S.PARTIALLY_FILLED, S.PENDING_CANCEL, S.FAILED],
+        target=S.PARTIALLY_FILLED,
+    )
+    def to_partially_filled(self) -> None: ...
+
+    @transition(
+        field=status, source=[S.OPEN, S.PARTIALLY_FILLED, S.PENDING_CANCEL], target=S.PENDING_CANCEL
+    )
+    def to_pending_cancel(self) -> None: ...
+
+    @transition(
+        field=status,
+        source=[
+            S.SUBMITTING,
+            S.UNKNOWN,
+            S.OPEN,
+            S.PARTIALLY_FILLED,
+            S.PENDING_CANCEL,
+            S.FAILED,
+            S.CANCELLED,
+        ],
+        target=S.FILLED,
+    )
+    def to_filled(self) -> None: ...
+
+    @transition(
+        field=status,
+        source=[
+            S.CREATED,
+            S.SUBMITTING,
+            S.UNKNOWN,
+            S.OPEN,
+            S.PARTIALLY_FILLED,
+            S.PENDING_CANCEL,
+            S.FAILED,
+        ],
+        target=S.CANCELLED,
+    )
+    def to_cancelled(self) -> None: ...
+
+    @transition(
+        field=status, source=[S.CREATED, S.SUBMITTING, S.UNKNOWN, S.OPEN], target=S.REJECTED
+    )
+    def to_rejected(self) -> None: ...
+
+    @transition(
+        field=status,
+        source=[S.SUBMITTING, S.UNKNOWN, S.OPEN, S.PARTIALLY_FILLED],
+        target=S.EXPIRED,
+    )
+    def to_expired(self) -> None: ...
+
+    @transition(field=status, source=S.UNKNOWN, target=S.FAILED)
+    def to_failed(self) -> None: ...
+
+
+TRANSITION_METHODS: dict[str, str] = {
+    state: f"to_{state}" for state in S.values if state != S.CREATED
+}
+
+
+class OrderTransition(models.Model):
+    """One change of an order's state, written in the same transaction as the change."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=20, choices=OrderStatus.choices)
+    to_state = models.CharField(max_length=20, choices=OrderStatus.choices)
+    at = models.DateTimeField()
+    time_in_previous_state = models.DurationField()
+    trigger = models.CharField(max_length=16, choices=TransitionTrigger.choices)
+    actor = models.CharField(max_length=150, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    is_correction = models.BooleanField(default=False)
+    # A write that changed fields but not the state (a modify, a fill that keeps the state)
+    # still bumps the version, so it is recorded too, with from_state == to_state.
+    changed_fields = models.JSONField(default=dict, blank=True)
+    server_ts = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(help_text="The order's version after this change")
+
+    class Meta:
+        ordering = ["order", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["order", "version"], name="transition_one_per_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.from_state} -> {self.to_state}"

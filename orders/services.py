@@ -1,0 +1,243 @@
+"""Every write to an order goes through here.
+
+`order_transition` is the one function that changes an order's state; `order_update` is the one
+that changes its other fields. Both:
+
+1. lock the order row (`select_for_update`) inside a transaction,
+2. check the version the caller read (optimistic locking across processes),
+3. apply the change (the state machine refuses illegal moves with `IllegalTransition`),
+4. bump the version with a conditional UPDATE (`WHERE version = <old>`),
+5. write the `OrderTransition` audit row in the same transaction,
+6. after commit, send `order_changed` (live desk, metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django_fsm import TransitionNotAllowed
+
+from orders.exceptions import IllegalTransition, VersionConflict
+from orders.models import (
+    CORRECTIONS,
+    TERMINAL_STATES,
+    TRANSITION_METHODS,
+    Order,
+    OrderStatus,
+    OrderTransition,
+    TransitionTrigger,
+)
+from orders.signals import order_changed
+
+logger = logging.getLogger(__name__)
+
+# Fields a caller may change through order_update / alongside a transition. The state, version
+# and timestamps are ours to manage.
+_WRITABLE_FIELDS = frozenset(
+    {
+        "size",
+        "limit_price",
+        "stop_price",
+        "trail_price",
+        "broker_order_id",
+        "status_reason",
+        "filled_size",
+        "avg_fill_price",
+        "last_server_ts",
+    }
+)
+
+
+def _lock_order(order_id: object, expected_version: int | None) -> Order:
+    order = Order.objects.select_for_update().get(pk=order_id)
+    if expected_version is not None and order.version != expected_version:
+        raise VersionConflict(current=order, expected_version=expected_version)
+    return order
+
+
+def _write(
+    order: Order,
+    *,
+    from_state: str,
+    now: datetime,
+    state_changed: bool,
+    trigger: str,
+    actor: str,
+    reason: str,
+    server_ts: datetime | None,
+    changes: Mapping[str, Any],
+) -> OrderTransition:
+    unknown = set(changes) - _WRITABLE_FIELDS
+    if unknown:
+        raise ValueError(f"not writable through the order services: {sorted(unknown)}")
+    previous_version = order.version
+    changed_fields: dict[str, list[str]] = {}
+    for field, value in changes.items():
+        old = getattr(order, field)
+        if old != value:
+            changed_fields[field] = [_jsonable(old), _jsonable(value)]
+            setattr(order, field, value)
+
+    time_in_previous_state = now - order.state_entered_at
+    if state_changed:
+        order.state_entered_at = now
+    if server_ts is not None and (order.last_server_ts is None or server_ts > order.last_server_ts):
+        order.last_server_ts = server_ts
+    order.version = previous_version + 1
+    order.updated_at = now
+
+    # Conditional UPDATE: the row lock makes a lost race impossible here, but the version
+    # filter keeps the rule "every write is conditional on the version" true for every writer.
+    fields = {name: getattr(order, name) for name in changes}
+    updated = Order.objects.filter(pk=order.pk, version=previous_version).update(
+        status=order.status,
+        state_entered_at=order.state_entered_at,
+        version=order.version,
+        last_server_ts=order.last_server_ts,
+        updated_at=now,
+        **fields,
+    )
+    if updated != 1:
+        current = Order.objects.get(pk=order.pk)
+        raise VersionConflict(current=current, expected_version=previous_version)
+
+    record = OrderTransition.objects.create(
+        order=order,
+        from_state=from_state,
+        to_state=order.status,
+        at=now,
+        time_in_previous_state=time_in_previous_state,
+        trigger=trigger,
+        actor=actor,
+        reason=reason,
+        is_correction=(from_state, order.status) in CORRECTIONS,
+        changed_fields=changed_fields,
+        server_ts=server_ts,
+        version=order.version,
+    )
+    committed_order = order
+    transaction.on_commit(
+        lambda: order_changed.send(sender=Order, order=committed_order, transition=record)
+    )
+    return record
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+@transaction.atomic
+def order_transition(
+    *,
+    order_id: object,
+    to_state: str,
+    trigger: str,
+    expected_version: int | None = None,
+    actor: str = "",
+    reason: str = "",
+    server_ts: datetime | None = None,
+    changes: Mapping[str, Any] | None = None,
+) -> Order:
+    """Move an order to `to_state`, or raise IllegalTransition / VersionConflict.
+
+    `expected_version=None` means "whatever the current version is": for writers that act on
+    the broker's evidence (listener, verification), which re-read under the lock instead of
+    asking a person to retry.
+    """
+    TransitionTrigger(trigger)  # a typo in a trigger is a programming error: fail loudly
+    order = _lock_order(order_id, expected_version)
+    from_state = order.status
+    method_name = TRANSITION_METHODS.get(to_state)
+    if method_name is None:
+        raise IllegalTransition(order_id=order.pk, from_state=from_state, to_state=to_state)
+    try:
+        getattr(order, method_name)()
+    except TransitionNotAllowed:
+        raise IllegalTransition(
+            order_id=order.pk, from_state=from_state, to_state=to_state
+        ) from None
+
+    now = timezone.now()
+    record = _write(
+        order,
+        from_state=from_state,
+        now=now,
+        state_changed=True,
+        trigger=trigger,
+        actor=actor,
+        reason=reason,
+        server_ts=server_ts,
+        changes=changes or {},
+    )
+    if record.is_correction:
+        logger.warning(
+            "order %s corrected from %s to %s: %s", order.pk, from_state, order.status, reason
+        )
+    return order
+
+
+@transaction.atomic
+def order_update(
+    *,
+    order_id: object,
+    changes: Mapping[str, Any],
+    trigger: str,
+    expected_version: int | None = None,
+    actor: str = "",
+    reason: str = "",
+    server_ts: datetime | None = None,
+) -> Order:
+    """Change an order's fields without changing its state; audited and versioned like a move."""
+    TransitionTrigger(trigger)
+    order = _lock_order(order_id, expected_version)
+    if order.status in TERMINAL_STATES and set(changes) & {"size", "limit_price", "stop_price"}:
+        raise IllegalTransition(order_id=order.pk, from_state=order.status, to_state=order.status)
+    _write(
+        order,
+        from_state=order.status,
+        now=timezone.now(),
+        state_changed=False,
+        trigger=trigger,
+        actor=actor,
+        reason=reason,
+        server_ts=server_ts,
+        changes=changes,
+    )
+    return order
+
+
+def order_create(
+    *,
+    account_id: int,
+    contract_id: str,
+    side: str,
+    type: str,
+    size: int,
+    limit_price: Any = None,
+    stop_price: Any = None,
+    trail_price: Any = None,
+    idempotency_key: str | None = None,
+    broker_order_id: int | None = None,
+) -> Order:
+    """Store a new order in `created`. Placement (issue: placing orders) builds on this."""
+    return Order.objects.create(
+        account_id=account_id,
+        contract_id=contract_id,
+        side=side,
+        type=type,
+        size=size,
+        limit_price=limit_price,
+        stop_price=stop_price,
+        trail_price=trail_price,
+        idempotency_key=idempotency_key,
+        broker_order_id=broker_order_id,
+        status=OrderStatus.CREATED,
+        state_entered_at=timezone.now(),
+    )

@@ -1,0 +1,12 @@
+"""Signals the order domain sends after a change is committed.
+
+The live desk and the metrics hook onto these; they are sent from `transaction.on_commit`, so a
+receiver never sees a change that was rolled back.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+# kwargs: order (the committed Order), transition (the OrderTransition row just written)
+order_changed = Signal()

@@ -1,0 +1,52 @@
+"""Two writers, one order, one version: PostgreSQL decides, nothing is lost."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from orders.exceptions import VersionConflict
+from orders.models import Order
+from orders.services import order_transition
+from tests.factories import make_order
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("targets", [("submitting", "submitting"), ("submitting", "cancelled")])
+def test_two_threads_from_the_same_version_exactly_one_wins(targets: tuple[str, str]) -> None:
+    order = make_order()
+    barrier = threading.Barrier(len(targets))
+    outcomes: list[object] = [None] * len(targets)
+
+    def writer(index: int, to_state: str) -> None:
+        try:
+            barrier.wait(timeout=5)
+            outcomes[index] = order_transition(
+                order_id=order.pk, to_state=to_state, trigger="api", expected_version=1
+            )
+        except Exception as exc:  # the test inspects whatever happened
+            outcomes[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer, args=(i, t)) for i, t in enumerate(targets)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+
+    winners = [o for o in outcomes if isinstance(o, Order)]
+    conflicts = [o for o in outcomes if isinstance(o, VersionConflict)]
+    # should let exactly one writer through and give the other the version conflict
+    assert len(winners) == 1, outcomes
+    assert len(conflicts) == 1, outcomes
+    # should hand the loser the order as it now is, so it can decide again
+    assert conflicts[0].current.version == 2
+    stored = Order.objects.get(pk=order.pk)
+    # should keep the winner's change and exactly one history row for it
+    assert stored.version == 2
+    assert stored.status == winners[0].status
+    assert list(stored.transitions.values_list("version", flat=True)) == [2]
