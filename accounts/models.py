@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
 
 # Prices and money: up to 11 integer digits and the 9 fractional digits the broker prints.
@@ -18,6 +19,10 @@ class Account(models.Model):
     can_trade = models.BooleanField(default=True)
     simulated = models.BooleanField(default=True)
     active = models.BooleanField(default=True, help_text="Listened to and traded through")
+    # Who may see and act on this account through the API and the desk (staff see all).
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="trading_accounts", blank=True
+    )
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -67,3 +72,30 @@ class Position(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account.broker_account_id} {self.contract_id} {self.type} {self.size}"
+
+
+class Contract(models.Model):
+    """A futures contract as the broker describes it; orders' prices are checked against it."""
+
+    contract_id = models.CharField(max_length=64, unique=True, help_text="e.g. CON.F.US.MNQ.Z26")
+    name = models.CharField(max_length=64, blank=True, default="")
+    description = models.CharField(max_length=200, blank=True, default="")
+    tick_size = models.DecimalField(**PRICE_DIGITS)
+    tick_value = models.DecimalField(**MONEY_DIGITS)
+    symbol_id = models.CharField(max_length=64, blank=True, default="")
+    active = models.BooleanField(default=True)
+    refreshed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["contract_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(tick_size__gt=0), name="contract_tick_positive"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.contract_id
+
+    def is_on_tick(self, price: Decimal) -> bool:
+        return price % self.tick_size == 0

@@ -37,3 +37,45 @@ class VersionConflict(OrderError):
         )
         self.current = current
         self.expected_version = expected_version
+
+
+class InvalidOrder(OrderError):
+    """The order cannot be sent as asked; `fields` names each bad field and why."""
+
+    code = "invalid_order"
+
+    def __init__(self, fields: dict[str, list[str]]) -> None:
+        super().__init__(
+            "the order is not valid: "
+            + "; ".join(f"{name}: {' '.join(messages)}" for name, messages in fields.items())
+        )
+        self.fields = fields
+
+
+class IdempotencyKeyReused(OrderError):
+    """The key was used before with a different order: nothing was changed or sent."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "this Idempotency-Key was already used with a different order; use a new key"
+        )
+        self.key = key
+
+
+class RequestInProgress(OrderError):
+    """The first request with this key is still being processed: retry shortly."""
+
+    code = "request_in_progress"
+
+    def __init__(self, key: str, order_id: object | None) -> None:
+        super().__init__("a request with this Idempotency-Key is still being processed")
+        self.key = key
+        self.order_id = order_id
+
+
+class BrokerUnavailable(OrderError):
+    """The broker could not be asked something we need before acting (e.g. a contract)."""
+
+    code = "broker_unavailable"

@@ -84,6 +84,9 @@ class Order(FSMModelMixin, models.Model):
     trail_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
 
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # What the broker holds as customTag: a short digest of the idempotency key. The broker
+    # refuses a second order with the same tag on an account, and verification searches by it.
+    custom_tag = models.CharField(max_length=64, null=True, blank=True)
     broker_order_id = models.BigIntegerField(null=True, blank=True)
 
     status = FSMField(max_length=20, choices=OrderStatus.choices, default=S.CREATED, protected=True)
@@ -96,6 +99,11 @@ class Order(FSMModelMixin, models.Model):
     last_server_ts = models.DateTimeField(
         null=True, blank=True, help_text="The broker's timestamp of the newest event applied"
     )
+    submitted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the placement request was sent to the broker"
+    )
+    verification_attempts = models.PositiveIntegerField(default=0)
+    created_by = models.CharField(max_length=150, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -109,6 +117,11 @@ class Order(FSMModelMixin, models.Model):
                 fields=["account", "broker_order_id"],
                 condition=Q(broker_order_id__isnull=False),
                 name="order_unique_broker_order_id",
+            ),
+            models.UniqueConstraint(
+                fields=["account", "custom_tag"],
+                condition=Q(custom_tag__isnull=False),
+                name="order_unique_custom_tag",
             ),
             models.CheckConstraint(condition=Q(size__gte=1), name="order_size_positive"),
         ]
@@ -232,3 +245,36 @@ class OrderTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_state} -> {self.to_state}"
+
+
+class IdempotencyRecord(models.Model):
+    """What a request with an idempotency key did, so that a retry gets the same answer.
+
+    The unique (account, key) constraint is what makes "never the same order twice" hold across
+    processes: the first request inserts the row (state `processing`) in the same transaction
+    that stores its order; any other request with the key finds the row instead. The cache in
+    front of this table only saves a query; it is never the guard.
+    """
+
+    class State(models.TextChoices):
+        PROCESSING = "processing", "Processing"
+        COMPLETED = "completed", "Completed"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the payload")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PROCESSING)
+    order = models.ForeignKey(Order, on_delete=models.SET_NULL, null=True, related_name="+")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "key"], name="idempotency_unique_key")
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="idempotency_expires")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.state})"

@@ -49,6 +49,8 @@ _WRITABLE_FIELDS = frozenset(
         "filled_size",
         "avg_fill_price",
         "last_server_ts",
+        "submitted_at",
+        "verification_attempts",
     }
 )
 
@@ -224,7 +226,9 @@ def order_create(
     stop_price: Any = None,
     trail_price: Any = None,
     idempotency_key: str | None = None,
+    custom_tag: str | None = None,
     broker_order_id: int | None = None,
+    created_by: str = "",
 ) -> Order:
     """Store a new order in `created`. Placement (issue: placing orders) builds on this."""
     return Order.objects.create(
@@ -237,7 +241,92 @@ def order_create(
         stop_price=stop_price,
         trail_price=trail_price,
         idempotency_key=idempotency_key,
+        custom_tag=custom_tag,
         broker_order_id=broker_order_id,
+        created_by=created_by,
         status=OrderStatus.CREATED,
         state_entered_at=timezone.now(),
     )
+
+
+def _via_open(from_state: str, to_state: str) -> bool:
+    # The broker can report "pending cancellation" for an order we never saw working (e.g. it
+    # was `unknown`): the lifecycle has no direct edge, so the order passes through `open`.
+    return to_state == OrderStatus.PENDING_CANCEL and from_state in {
+        OrderStatus.SUBMITTING,
+        OrderStatus.UNKNOWN,
+        OrderStatus.FAILED,
+    }
+
+
+@transaction.atomic
+def order_apply_broker_order(
+    *,
+    order_id: object,
+    broker_order: Any,
+    trigger: str,
+    reason: str,
+    actor: str = "",
+) -> tuple[Order, str]:
+    """Bring an order to the state the broker reports (`projectx.models.Order`).
+
+    Returns the order and what happened: "applied", "unchanged" or "stale". Evidence older than
+    the newest already applied (by the broker's `updateTimestamp`, else `creationTimestamp`)
+    never moves the state backwards.
+    """
+    from orders.broker_status import local_state_for
+
+    order = _lock_order(order_id, None)
+    server_ts = broker_order.update_timestamp or broker_order.creation_timestamp
+    if order.last_server_ts is not None and server_ts < order.last_server_ts:
+        return order, "stale"
+    changes: dict[str, Any] = {}
+    if order.broker_order_id is None:
+        changes["broker_order_id"] = broker_order.id
+    target = local_state_for(broker_order.status, filled_size=broker_order.fill_volume)
+
+    if target is None or target == order.status:
+        # No move. A repeated working state (another fill while partially filled) is the fills
+        # app's to record; here only what is new about the order itself is written.
+        if not changes:
+            return order, "unchanged"
+        order = order_update(
+            order_id=order.pk,
+            changes=changes,
+            trigger=trigger,
+            reason=reason,
+            actor=actor,
+            server_ts=server_ts,
+        )
+        return order, "applied"
+
+    if _via_open(order.status, target):
+        order = order_transition(
+            order_id=order.pk,
+            to_state=OrderStatus.OPEN,
+            trigger=trigger,
+            actor=actor,
+            reason=reason,
+            server_ts=server_ts,
+            changes=changes,
+        )
+        changes = {}
+    try:
+        order = order_transition(
+            order_id=order.pk,
+            to_state=target,
+            trigger=trigger,
+            actor=actor,
+            reason=reason,
+            server_ts=server_ts,
+            changes=changes,
+        )
+    except IllegalTransition:
+        logger.warning(
+            "broker reports %s for order %s, which is %s locally: not applied",
+            broker_order.status,
+            order.pk,
+            order.status,
+        )
+        return order, "unchanged"
+    return order, "applied"

@@ -32,3 +32,77 @@ def redis_url() -> str:
     if not test_settings.REDIS_AVAILABLE:
         _missing("Redis", "nothing answers on 127.0.0.1:6379")
     return test_settings.TEST_REDIS_URL
+
+
+# --- The broker: a real simulator on a loopback socket, wired into the process's gateway. --
+
+
+@pytest.fixture
+def sim():
+    from accounts.gateway import configure_gateway
+    from projectx.config import GatewayConfig
+    from projectx.simulator import GatewaySimulator
+
+    simulator = GatewaySimulator.with_demo_data(host="127.0.0.1", port=0)
+    simulator.start()
+    configure_gateway(
+        GatewayConfig(
+            api_url=simulator.base_url,
+            user_hub_url=simulator.user_hub_url,
+            username="demo",
+            api_key="demo-api-key",
+            connect_timeout=1.0,
+            request_timeout=1.5,
+            rate_limit_max_wait=2.0,
+        )
+    )
+    try:
+        yield simulator
+    finally:
+        configure_gateway(None)
+        simulator.stop()
+
+
+# --- Personas: a staff user, a bot with account 1001, an outsider bot with account 1002. ---
+
+DEMO_ACCOUNT = 1001
+OTHER_ACCOUNT = 1002
+
+
+@pytest.fixture
+def accounts(db: None, sim):
+    from accounts.models import Account
+
+    sim.add_account(
+        id=OTHER_ACCOUNT,
+        name="PRAC-1002",
+        balance=__import__("decimal").Decimal("25000"),
+        can_trade=True,
+        simulated=True,
+    )
+    mine = Account.objects.create(broker_account_id=DEMO_ACCOUNT, name="PRAC-1001")
+    other = Account.objects.create(broker_account_id=OTHER_ACCOUNT, name="PRAC-1002")
+    return mine, other
+
+
+def _token_client(username: str, account):
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    user = User.objects.create_user(username)
+    account.members.add(user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.user = user
+    return client
+
+
+@pytest.fixture
+def bot(accounts):
+    return _token_client("bot-1", accounts[0])
+
+
+@pytest.fixture
+def outsider(accounts):
+    return _token_client("outsider", accounts[1])

@@ -45,3 +45,4 @@ _checkout = hashlib.sha256(str(Path(BASE_DIR)).encode()).hexdigest()[:8]
 DATABASES["default"]["TEST"] = {"NAME": f"test_ordermgmt_{_checkout}"}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+ORDERMGMT_BACKGROUND_VERIFICATION = False

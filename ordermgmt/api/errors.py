@@ -1,0 +1,83 @@
+"""One error shape for the whole API: `{"error": {"code", "message", "fields"?}}`.
+
+Domain errors are named exceptions (orders.exceptions); this handler is the one place that
+maps them to HTTP, so views never build error responses by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from orders import exceptions as order_errors
+from orders.idempotency import InvalidIdempotencyKey
+
+
+def error_body(code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    return {"error": error}
+
+
+_DOMAIN_STATUS: list[tuple[type[Exception], int]] = [
+    (order_errors.InvalidOrder, status.HTTP_400_BAD_REQUEST),
+    (order_errors.IdempotencyKeyReused, status.HTTP_422_UNPROCESSABLE_ENTITY),
+    (order_errors.RequestInProgress, status.HTTP_409_CONFLICT),
+    (order_errors.VersionConflict, status.HTTP_412_PRECONDITION_FAILED),
+    (order_errors.IllegalTransition, status.HTTP_409_CONFLICT),
+    (order_errors.BrokerUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (order_errors.OrderError, status.HTTP_409_CONFLICT),
+]
+
+
+def _flatten(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {key: _flatten(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_flatten(item) for item in detail]
+    return str(detail)
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, InvalidIdempotencyKey):
+        return Response(
+            error_body("invalid_request", str(exc), {"Idempotency-Key": [str(exc)]}),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    for error_type, http_status in _DOMAIN_STATUS:
+        if isinstance(exc, error_type):
+            fields = getattr(exc, "fields", None)
+            response = Response(
+                error_body(getattr(exc, "code", "error"), str(exc), fields), status=http_status
+            )
+            current = getattr(exc, "current", None)
+            if current is not None:
+                from orders.api.serializers import OrderOutputSerializer
+
+                response.data["order"] = OrderOutputSerializer(current).data
+                response["ETag"] = f'"{current.version}"'
+            return response
+
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        detail = _flatten(exc.detail)
+        fields = detail if isinstance(detail, dict) else {"non_field_errors": detail}
+        response.data = error_body("invalid_request", "the request is not valid", fields)
+    elif isinstance(exc, exceptions.APIException):
+        response.data = error_body(
+            exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code,
+            str(exc.detail),
+        )
+    return response

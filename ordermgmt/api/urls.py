@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from accounts.api.views import AccountListApi
+from orders.api.views import (
+    OrderCancelApi,
+    OrderDetailApi,
+    OrderFillsApi,
+    OrderListCreateApi,
+    OrderTransitionsApi,
+)
+
+app_name = "api"
+
+urlpatterns = [
+    path("accounts/", AccountListApi.as_view(), name="account-list"),
+    path("orders/", OrderListCreateApi.as_view(), name="order-list"),
+    path("orders/<uuid:order_id>/", OrderDetailApi.as_view(), name="order-detail"),
+    path("orders/<uuid:order_id>/cancel/", OrderCancelApi.as_view(), name="order-cancel"),
+    path(
+        "orders/<uuid:order_id>/transitions/",
+        OrderTransitionsApi.as_view(),
+        name="order-transitions",
+    ),
+    path("orders/<uuid:order_id>/fills/", OrderFillsApi.as_view(), name="order-fills"),
+]

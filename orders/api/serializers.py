@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from rest_framework import serializers
+
+from fills.models import Fill
+from orders.models import Order, OrderSide, OrderStatus, OrderTransition, OrderType
+
+
+class PriceField(serializers.DecimalField):
+    """A price as a decimal string. JSON floats are refused: they cannot carry an exact price."""
+
+    default_error_messages = {
+        "float": 'Send prices as decimal strings (e.g. "21000.25"), not JSON numbers with a '
+        "fraction.",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_digits=20, decimal_places=9, **kwargs)
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if isinstance(data, float):
+            self.fail("float")
+        return super().to_internal_value(data)
+
+
+class OrderCreateInputSerializer(serializers.Serializer):
+    account = serializers.IntegerField(help_text="The broker's account id")
+    contract_id = serializers.CharField(max_length=64)
+    side = serializers.ChoiceField(choices=OrderSide.choices)
+    type = serializers.ChoiceField(choices=OrderType.choices)
+    size = serializers.IntegerField(min_value=1, max_value=100_000)
+    limit_price = PriceField(required=False, allow_null=True)
+    stop_price = PriceField(required=False, allow_null=True)
+    trail_price = PriceField(required=False, allow_null=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = (
+            set(self.initial_data) - set(self.fields)
+            if isinstance(self.initial_data, dict)
+            else set()
+        )
+        if unknown:
+            raise serializers.ValidationError({name: ["unknown field"] for name in sorted(unknown)})
+        return attrs
+
+
+class OrderModifyInputSerializer(serializers.Serializer):
+    size = serializers.IntegerField(min_value=1, max_value=100_000, required=False)
+    limit_price = PriceField(required=False)
+    stop_price = PriceField(required=False)
+    trail_price = PriceField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = (
+            set(self.initial_data) - set(self.fields)
+            if isinstance(self.initial_data, dict)
+            else set()
+        )
+        if unknown:
+            raise serializers.ValidationError(
+                {name: ["not modifiable"] for name in sorted(unknown)}
+            )
+        if not attrs:
+            raise serializers.ValidationError(
+                "give at least one of size, limit_price, stop_price, trail_price"
+            )
+        return attrs
+
+
+class OrderListFilterSerializer(serializers.Serializer):
+    status = serializers.MultipleChoiceField(choices=OrderStatus.choices, required=False)
+    account = serializers.IntegerField(required=False)
+    contract_id = serializers.CharField(required=False, max_length=64)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+
+
+class OrderOutputSerializer(serializers.ModelSerializer):
+    account = serializers.IntegerField(source="account.broker_account_id")
+    limit_price = serializers.DecimalField(
+        max_digits=20, decimal_places=9, allow_null=True, normalize_output=True
+    )
+    stop_price = serializers.DecimalField(
+        max_digits=20, decimal_places=9, allow_null=True, normalize_output=True
+    )
+    trail_price = serializers.DecimalField(
+        max_digits=20, decimal_places=9, allow_null=True, normalize_output=True
+    )
+    avg_fill_price = serializers.DecimalField(
+        max_digits=20, decimal_places=9, allow_null=True, normalize_output=True
+    )
+    remaining_size = serializers.IntegerField()
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "account",
+            "contract_id",
+            "side",
+            "type",
+            "size",
+            "limit_price",
+            "stop_price",
+            "trail_price",
+            "status",
+            "status_reason",
+            "broker_order_id",
+            "idempotency_key",
+            "custom_tag",
+            "filled_size",
+            "remaining_size",
+            "avg_fill_price",
+            "version",
+            "state_entered_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class OrderTransitionOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = OrderTransition
+        fields = [
+            "version",
+            "from_state",
+            "to_state",
+            "at",
+            "time_in_previous_state",
+            "trigger",
+            "actor",
+            "reason",
+            "is_correction",
+            "changed_fields",
+            "server_ts",
+        ]
+        read_only_fields = fields
+
+
+class FillOutputSerializer(serializers.ModelSerializer):
+    price = serializers.DecimalField(max_digits=20, decimal_places=9, normalize_output=True)
+
+    class Meta:
+        model = Fill
+        fields = [
+            "broker_trade_id",
+            "broker_order_id",
+            "contract_id",
+            "side",
+            "size",
+            "price",
+            "fees",
+            "profit_and_loss",
+            "voided",
+            "broker_ts",
+            "received_at",
+        ]
+        read_only_fields = fields

@@ -1,0 +1,193 @@
+"""The bot API for orders: validate, call one service, serialize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.selectors import accounts_visible_to
+from orders.amend import order_cancel, order_modify
+from orders.api.serializers import (
+    FillOutputSerializer,
+    OrderCreateInputSerializer,
+    OrderListFilterSerializer,
+    OrderModifyInputSerializer,
+    OrderOutputSerializer,
+    OrderTransitionOutputSerializer,
+)
+from orders.models import Order
+from orders.placement import order_place, payload_from
+from orders.selectors import order_fills, order_list, order_transitions, orders_visible_to
+
+IDEMPOTENCY_DOC = (
+    "Optional `Idempotency-Key` header (1-255 printable ASCII characters). The same key with the "
+    "same order returns the first response again, with `Idempotent-Replayed: true`; with a "
+    "different order it is refused with 422; while the first request is still being processed, "
+    "409. Keys are kept for `idempotency.keyTtlSeconds` (1 hour by default). Without the header "
+    "the key is derived from the order (account, contract, side, type, size, prices) and the "
+    "current time bucket (`idempotency.derivedKeyBucketSeconds`, 60 s by default): an identical "
+    "order sent again within the same bucket is treated as a retry of the first."
+)
+
+
+def _etag(order: Order) -> str:
+    return f'"{order.version}"'
+
+
+def _order_response(request: Request, order: Order, status: int, data: Any = None) -> Response:
+    response = Response(
+        data if data is not None else OrderOutputSerializer(order).data, status=status
+    )
+    response["ETag"] = _etag(order)
+    response["Location"] = request.build_absolute_uri(
+        reverse("api:order-detail", kwargs={"order_id": order.pk})
+    )
+    return response
+
+
+def _if_match_version(request: Request) -> int | None:
+    """The version in `If-Match: "<version>"`, or None when the header is absent."""
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    value = raw.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"')
+    if not value.isdigit():
+        raise serializers.ValidationError({"If-Match": ['expected a version, e.g. "3"']})
+    return int(value)
+
+
+class OrderPagination(CursorPagination):
+    ordering = "-created_at"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class OrderListCreateApi(APIView):
+    @extend_schema(
+        operation_id="orders_list",
+        parameters=[OrderListFilterSerializer],
+        responses=OrderOutputSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        filters = OrderListFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        params = dict(filters.validated_data)
+        if "status" in params:
+            params["status"] = sorted(params["status"])
+        orders = order_list(user=request.user, **params)
+        paginator = OrderPagination()
+        page = paginator.paginate_queryset(orders, request, view=self)
+        return paginator.get_paginated_response(OrderOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="orders_create",
+        description=IDEMPOTENCY_DOC,
+        request=OrderCreateInputSerializer,
+        parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)],
+        responses={
+            201: OpenApiResponse(OrderOutputSerializer, "Accepted by the broker"),
+            202: OpenApiResponse(OrderOutputSerializer, "Outcome not yet known: poll the order"),
+            422: OpenApiResponse(OrderOutputSerializer, "Rejected by the broker"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = OrderCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        account = (
+            accounts_visible_to(request.user)
+            .filter(broker_account_id=fields.pop("account"))
+            .first()
+        )
+        if account is None:
+            raise serializers.ValidationError({"account": ["unknown account"]})
+
+        result = order_place(
+            account=account,
+            payload=payload_from(account=account, **fields),
+            client_key=request.headers.get("Idempotency-Key"),
+            actor=request.user.get_username(),
+            render=lambda order: OrderOutputSerializer(order).data,
+        )
+        response = _order_response(request, result.order, result.http_status, result.body)
+        if result.replayed:
+            response["Idempotent-Replayed"] = "true"
+        if result.retry_after is not None:
+            response["Retry-After"] = str(max(1, round(result.retry_after)))
+        return response
+
+
+def _visible_order(request: Request, order_id: str) -> Order:
+    return get_object_or_404(orders_visible_to(request.user), pk=order_id)
+
+
+class OrderDetailApi(APIView):
+    @extend_schema(operation_id="orders_retrieve", responses=OrderOutputSerializer)
+    def get(self, request: Request, order_id: str) -> Response:
+        return _order_response(request, _visible_order(request, order_id), 200)
+
+    @extend_schema(
+        operation_id="orders_modify",
+        request=OrderModifyInputSerializer,
+        parameters=[OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER)],
+        responses=OrderOutputSerializer,
+    )
+    def patch(self, request: Request, order_id: str) -> Response:
+        order = _visible_order(request, order_id)
+        data = OrderModifyInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        order = order_modify(
+            order_id=order.pk,
+            expected_version=_if_match_version(request),
+            changes=dict(data.validated_data),
+            actor=request.user.get_username(),
+        )
+        return _order_response(request, order, 200)
+
+
+class OrderCancelApi(APIView):
+    @extend_schema(
+        operation_id="orders_cancel",
+        request=None,
+        parameters=[OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER)],
+        responses=OrderOutputSerializer,
+    )
+    def post(self, request: Request, order_id: str) -> Response:
+        order = _visible_order(request, order_id)
+        order = order_cancel(
+            order_id=order.pk,
+            expected_version=_if_match_version(request),
+            actor=request.user.get_username(),
+        )
+        return _order_response(request, order, 200)
+
+
+class OrderTransitionsApi(APIView):
+    @extend_schema(
+        operation_id="orders_transitions", responses=OrderTransitionOutputSerializer(many=True)
+    )
+    def get(self, request: Request, order_id: str) -> Response:
+        order = _visible_order(request, order_id)
+        return Response(
+            OrderTransitionOutputSerializer(order_transitions(order=order), many=True).data
+        )
+
+
+class OrderFillsApi(APIView):
+    @extend_schema(operation_id="orders_fills", responses=FillOutputSerializer(many=True))
+    def get(self, request: Request, order_id: str) -> Response:
+        order = _visible_order(request, order_id)
+        return Response(FillOutputSerializer(order_fills(order=order), many=True).data)

@@ -1,0 +1,337 @@
+"""Placing an order: idempotency, the broker call, and what happens when it fails.
+
+`order_place` follows these steps:
+
+1. Validate against the contract (tick size) and work out the idempotency key.
+2. Answer from a previous request with the same key when there is one (replay, 409 or 422).
+3. Store the order (`created`) and its idempotency record in one transaction, and commit.
+   The record's unique constraint makes concurrent requests with one key race safely.
+4. Move to `submitting` and call the broker outside any transaction, with the key's digest as
+   `customTag`.
+5. Accepted: `open` with the broker's id (201). Refused: `rejected` with the broker's reason
+   (422). An ambiguous failure (timeout, reset, 5xx) or a request that never left: `unknown`
+   (202), and verification finds out what the broker did before anyone retries.
+6. Store the response on the idempotency record, so a retry replays it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.gateway import get_gateway
+from accounts.models import Account
+from accounts.services import contract_resolve
+from orders import idempotency
+from orders.exceptions import (
+    BrokerUnavailable,
+    IdempotencyKeyReused,
+    IllegalTransition,
+    InvalidOrder,
+    RequestInProgress,
+)
+from orders.models import IdempotencyRecord, Order, OrderStatus, OrderType, TransitionTrigger
+from orders.services import order_create, order_transition, order_update
+from projectx import enums
+from projectx.errors import (
+    AmbiguousError,
+    BrokerRejected,
+    DefinitiveError,
+    GatewayError,
+    RateLimited,
+    RequestNotSent,
+)
+
+logger = logging.getLogger(__name__)
+
+_SIDES = {"buy": enums.OrderSide.BID, "sell": enums.OrderSide.ASK}
+_TYPES = {
+    OrderType.MARKET: enums.OrderType.MARKET,
+    OrderType.LIMIT: enums.OrderType.LIMIT,
+    OrderType.STOP: enums.OrderType.STOP,
+    OrderType.STOP_LIMIT: enums.OrderType.STOP_LIMIT,
+    OrderType.TRAILING_STOP: enums.OrderType.TRAILING_STOP,
+    OrderType.JOIN_BID: enums.OrderType.JOIN_BID,
+    OrderType.JOIN_ASK: enums.OrderType.JOIN_ASK,
+}
+# Which prices each type needs; any other price given is refused rather than ignored.
+_REQUIRED_PRICES: dict[str, set[str]] = {
+    OrderType.MARKET: set(),
+    OrderType.LIMIT: {"limit_price"},
+    OrderType.STOP: {"stop_price"},
+    OrderType.STOP_LIMIT: {"limit_price", "stop_price"},
+    OrderType.TRAILING_STOP: {"trail_price"},
+    OrderType.JOIN_BID: set(),
+    OrderType.JOIN_ASK: set(),
+}
+PRICE_FIELDS = ("limit_price", "stop_price", "trail_price")
+
+Renderer = Callable[[Order], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class PlacementResult:
+    order: Order
+    http_status: int
+    replayed: bool = False
+    body: dict[str, Any] | None = None  # the stored body, on a replay
+    retry_after: float | None = None
+
+
+def _minimal_body(order: Order) -> dict[str, Any]:
+    return {"id": str(order.pk), "status": order.status}
+
+
+def order_validate_prices(*, payload: idempotency.OrderPayload) -> None:
+    """Refuse prices the type does not take, missing ones, and prices off the tick size."""
+    errors: dict[str, list[str]] = {}
+    required = _REQUIRED_PRICES[payload.type]
+    for field in PRICE_FIELDS:
+        value = getattr(payload, field)
+        if field in required and value is None:
+            errors[field] = [f"required for a {payload.type} order"]
+        elif field not in required and value is not None:
+            errors[field] = [f"not used by a {payload.type} order"]
+        elif value is not None and value <= 0:
+            errors[field] = ["must be greater than zero"]
+    if errors:
+        raise InvalidOrder(errors)
+    try:
+        contract = contract_resolve(contract_id=payload.contract_id)
+    except GatewayError as exc:
+        raise BrokerUnavailable(f"cannot look up contract {payload.contract_id}: {exc}") from exc
+    if contract is None:
+        raise InvalidOrder({"contract_id": [f"unknown contract {payload.contract_id}"]})
+    for field in PRICE_FIELDS:
+        value = getattr(payload, field)
+        if value is not None and not contract.is_on_tick(value):
+            errors[field] = [
+                f"{value} is not on the contract's tick size {contract.tick_size.normalize()}"
+            ]
+    if errors:
+        raise InvalidOrder(errors)
+
+
+def _previous_outcome(account: Account, key: str, fingerprint: str) -> PlacementResult | None:
+    """What an earlier request with this key did, from the cache or else the database."""
+    cached = idempotency.cache_get(account.pk, key)
+    if cached is not None:
+        if cached.fingerprint != fingerprint:
+            raise IdempotencyKeyReused(key)
+        order = Order.objects.get(pk=cached.order_id)
+        return PlacementResult(order, cached.status, replayed=True, body=cached.body)
+
+    record = (
+        IdempotencyRecord.objects.select_related("order").filter(account=account, key=key).first()
+    )
+    if record is None:
+        return None
+    if record.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused(key)
+    if record.state == IdempotencyRecord.State.COMPLETED and record.order is not None:
+        _remember(account, key, record)
+        return PlacementResult(
+            record.order, record.response_status or 200, replayed=True, body=record.response_body
+        )
+    in_flight_for = settings.ORDER_MANAGEMENT.idempotency.in_flight_lock_seconds
+    if record.order is not None and timezone.now() - record.created_at > timedelta(
+        seconds=in_flight_for
+    ):
+        # The first request died mid-way (its process crashed). Its order exists and the
+        # sweeper verifies it; a retry learns where it stands instead of waiting forever.
+        return PlacementResult(record.order, 202, replayed=True)
+    raise RequestInProgress(key, record.order_id)
+
+
+def _remember(account: Account, key: str, record: IdempotencyRecord) -> None:
+    ttl = int((record.expires_at - timezone.now()).total_seconds())
+    if ttl > 0 and record.order_id is not None and record.response_status is not None:
+        idempotency.cache_put(
+            account.pk,
+            key,
+            idempotency.StoredResponse(
+                fingerprint=record.request_fingerprint,
+                order_id=str(record.order_id),
+                status=record.response_status,
+                body=record.response_body or {},
+            ),
+            ttl,
+        )
+
+
+def order_place(
+    *,
+    account: Account,
+    payload: idempotency.OrderPayload,
+    client_key: str | None,
+    actor: str,
+    trigger: str = TransitionTrigger.API,
+    render: Renderer = _minimal_body,
+) -> PlacementResult:
+    config = settings.ORDER_MANAGEMENT.idempotency
+    now = timezone.now()
+    key = (
+        idempotency.validate_client_key(client_key)
+        if client_key is not None
+        else idempotency.derived_key(
+            payload, now=now, bucket_seconds=config.derived_key_bucket_seconds
+        )
+    )
+    fingerprint = payload.fingerprint()
+    previous = _previous_outcome(account, key, fingerprint)
+    if previous is not None:
+        return previous
+
+    order_validate_prices(payload=payload)
+    try:
+        with transaction.atomic():
+            order = order_create(
+                account_id=account.pk,
+                contract_id=payload.contract_id,
+                side=payload.side,
+                type=payload.type,
+                size=payload.size,
+                limit_price=payload.limit_price,
+                stop_price=payload.stop_price,
+                trail_price=payload.trail_price,
+                idempotency_key=key,
+                custom_tag=idempotency.custom_tag_for(
+                    account_broker_id=account.broker_account_id, key=key
+                ),
+                created_by=actor,
+            )
+            record = IdempotencyRecord.objects.create(
+                account=account,
+                key=key,
+                request_fingerprint=fingerprint,
+                order=order,
+                expires_at=now + timedelta(seconds=config.key_ttl_seconds),
+            )
+    except IntegrityError:
+        # Another request with this key won the insert a moment ago.
+        previous = _previous_outcome(account, key, fingerprint)
+        if previous is not None:
+            return previous
+        raise IdempotencyKeyReused(key) from None
+
+    result = _submit(order, actor=actor, trigger=trigger)
+    body = render(result.order)
+    IdempotencyRecord.objects.filter(pk=record.pk).update(
+        state=IdempotencyRecord.State.COMPLETED,
+        response_status=result.http_status,
+        response_body=body,
+    )
+    record.refresh_from_db()
+    _remember(account, key, record)
+    return PlacementResult(result.order, result.http_status, retry_after=result.retry_after)
+
+
+def _submit(order: Order, *, actor: str, trigger: str) -> PlacementResult:
+    order = order_transition(
+        order_id=order.pk,
+        to_state=OrderStatus.SUBMITTING,
+        trigger=trigger,
+        actor=actor,
+        changes={"submitted_at": timezone.now()},
+    )
+    account = order.account
+    try:
+        broker_order_id = get_gateway().place_order(
+            account_id=account.broker_account_id,
+            contract_id=order.contract_id,
+            type=_TYPES[order.type],
+            side=_SIDES[order.side],
+            size=order.size,
+            limit_price=order.limit_price,
+            stop_price=order.stop_price,
+            trail_price=order.trail_price,
+            custom_tag=order.custom_tag,
+        )
+    except BrokerRejected as exc:
+        reason = f"broker rejected ({exc.error_name}): {exc.broker_message or ''}".strip()
+        if exc.order_id is not None:
+            reason += f" [broker order {exc.order_id}]"
+        return PlacementResult(_settle(order, OrderStatus.REJECTED, reason, actor), 422)
+    except (AmbiguousError, RequestNotSent) as exc:
+        # Even "not sent" goes through verification: it costs one search, and it keeps a single
+        # rule ("only a successful search concludes absence") for every failure on the wire.
+        order = _settle(order, OrderStatus.UNKNOWN, f"placement outcome unknown: {exc}", actor)
+        from orders.verification import schedule_verification
+
+        schedule_verification(order.pk)
+        return PlacementResult(order, 202)
+    except RateLimited as exc:
+        reason = f"broker rate limit: {exc}"
+        return PlacementResult(
+            _settle(order, OrderStatus.REJECTED, reason, actor), 429, retry_after=exc.retry_after
+        )
+    except DefinitiveError as exc:
+        return PlacementResult(_settle(order, OrderStatus.REJECTED, str(exc), actor), 422)
+
+    return PlacementResult(_acknowledge(order, broker_order_id, actor), 201)
+
+
+def _settle(order: Order, to_state: str, reason: str, actor: str) -> Order:
+    return order_transition(
+        order_id=order.pk,
+        to_state=to_state,
+        trigger=TransitionTrigger.BROKER_REST,
+        actor=actor,
+        reason=reason[:2000],
+        changes={"status_reason": reason[:2000]},
+    )
+
+
+def _acknowledge(order: Order, broker_order_id: int, actor: str) -> Order:
+    """The broker accepted: record its id and open the order, unless the stream got there first."""
+    try:
+        return order_transition(
+            order_id=order.pk,
+            to_state=OrderStatus.OPEN,
+            trigger=TransitionTrigger.BROKER_REST,
+            actor=actor,
+            reason="accepted by the broker",
+            changes={"broker_order_id": broker_order_id},
+        )
+    except IllegalTransition:
+        # The hub delivered the order's progress (e.g. filled) before our REST answer.
+        current = Order.objects.get(pk=order.pk)
+        if current.broker_order_id is None:
+            current = order_update(
+                order_id=order.pk,
+                changes={"broker_order_id": broker_order_id},
+                trigger=TransitionTrigger.BROKER_REST,
+                reason="broker order id from the placement answer",
+            )
+        return current
+
+
+def payload_from(
+    *,
+    account: Account,
+    contract_id: str,
+    side: str,
+    type: str,
+    size: int,
+    limit_price: Decimal | None = None,
+    stop_price: Decimal | None = None,
+    trail_price: Decimal | None = None,
+) -> idempotency.OrderPayload:
+    return idempotency.OrderPayload(
+        account_broker_id=account.broker_account_id,
+        contract_id=contract_id,
+        side=side,
+        type=type,
+        size=size,
+        limit_price=limit_price,
+        stop_price=stop_price,
+        trail_price=trail_price,
+    )

@@ -1,0 +1,135 @@
+"""Verification after a placement failed on the network, against the simulator."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from accounts.services import contract_resolve
+from orders.models import Order
+from orders.services import order_update
+from orders.verification import Outcome, order_verify, verify_until_resolved
+from tests.orders.test_orders_api import LIMIT_BUY, MNQ, broker_orders, place
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def contract_known(sim, accounts) -> None:
+    # Placement looks the contract up first; a test that cuts the broker off must not cut
+    # that look-up off too.
+    contract_resolve(contract_id=MNQ)
+
+
+def test_a_request_that_never_reached_the_broker_fails_only_after_a_search(
+    bot, sim, contract_known
+) -> None:
+    sim.faults.refuse_connections()
+    response = place(bot, key="never-arrived")
+    order_id = response.json()["id"]
+    # should not guess: the order is unknown
+    assert response.status_code == 202
+    assert response.json()["status"] == "unknown"
+
+    result = order_verify(order_id=order_id)
+    # should leave the order unknown while the broker cannot be searched
+    assert result.outcome == Outcome.INCONCLUSIVE
+    assert Order.objects.get(pk=order_id).status == "unknown"
+
+    sim.faults.accept_connections()
+    result = order_verify(order_id=order_id)
+    # should conclude absence from a search that succeeded, and say so
+    assert result.outcome == Outcome.ABSENT
+    assert result.order.status == "failed"
+    assert broker_orders(sim) == []
+
+
+def test_a_5xx_after_the_broker_placed_the_order_is_resolved_to_the_order(
+    bot, sim, contract_known
+) -> None:
+    sim.faults.lose_response(path="Order/place", count=1)
+    order_id = place(bot, key="lost").json()["id"]
+    sim.fill_order(broker_orders(sim)[0]["id"])  # it even filled meanwhile
+    result = order_verify(order_id=order_id)
+    # should follow the broker's truth, not our guess
+    assert result.outcome == Outcome.FOUND
+    assert result.order.status == "filled"
+
+
+def test_a_broker_that_stays_down_leaves_the_order_unknown_after_every_attempt(
+    bot, sim, contract_known, settings
+) -> None:
+    sim.faults.refuse_connections()
+    order_id = place(bot, key="down").json()["id"]
+    sleeps: list[float] = []
+    result = verify_until_resolved(order_id, sleep=sleeps.append)
+    attempts = settings.ORDER_MANAGEMENT.verification.max_attempts
+    # should retry with growing waits up to the configured attempts, then leave it unknown
+    assert result.outcome == Outcome.INCONCLUSIVE
+    assert len(sleeps) == attempts - 1
+    assert sleeps == sorted(sleeps) or max(sleeps) <= 30
+    order = Order.objects.get(pk=order_id)
+    assert order.status == "unknown"
+    assert order.verification_attempts == attempts
+
+
+def test_direct_lookup_by_broker_id_comes_first(bot, sim, contract_known) -> None:
+    sim.faults.lose_response(path="Order/place", count=1)
+    order_id = place(bot, key="direct").json()["id"]
+    broker_id = broker_orders(sim)[0]["id"]
+    order_update(order_id=order_id, changes={"broker_order_id": broker_id}, trigger="broker-stream")
+    result = order_verify(order_id=order_id)
+    # should find the order by its id without searching
+    assert (result.outcome, result.rule) == (Outcome.FOUND, "broker_order_id")
+
+
+def test_an_untagged_lookalike_matches_only_when_it_is_the_only_one(
+    bot, sim, contract_known
+) -> None:
+    sim.faults.refuse_connections()
+    order_id = place(bot, key="lookalike").json()["id"]
+    sim.faults.accept_connections()
+    # the same order arrives at the broker without our tag (e.g. placed by hand)
+    sim.place_order(
+        account_id=1001,
+        contract_id=MNQ,
+        type=1,
+        side=0,
+        size=2,
+        limit_price=LIMIT_BUY["limit_price"],
+    )
+    result = order_verify(order_id=order_id)
+    # should match by contract, side, size, type and price, and record the rule
+    assert (result.outcome, result.rule) == (Outcome.FOUND, "attributes")
+
+
+def test_two_untagged_lookalikes_are_not_guessed_between(bot, sim, contract_known) -> None:
+    sim.faults.refuse_connections()
+    order_id = place(bot, key="twins").json()["id"]
+    sim.faults.accept_connections()
+    for _ in range(2):
+        sim.place_order(
+            account_id=1001,
+            contract_id=MNQ,
+            type=1,
+            side=0,
+            size=2,
+            limit_price=LIMIT_BUY["limit_price"],
+        )
+    result = order_verify(order_id=order_id)
+    # should refuse to pick one and keep the order unknown
+    assert result.outcome == Outcome.INCONCLUSIVE
+    assert Order.objects.get(pk=order_id).status == "unknown"
+
+
+def test_the_sweep_command_verifies_every_unknown_order(bot, sim, contract_known) -> None:
+    sim.faults.lose_response(path="Order/place", count=2)
+    place(bot, key="s1")
+    place(bot, {**LIMIT_BUY, "size": 1}, key="s2")
+    out = StringIO()
+    call_command("verify_unknown_orders", stdout=out)
+    # should resolve both and report the counts
+    assert "found 2" in out.getvalue()
+    assert not Order.objects.filter(status="unknown").exists()
