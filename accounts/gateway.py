@@ -28,6 +28,7 @@ from projectx.models import Contract as WireContract
 from projectx.models import Order as WireOrder
 from projectx.models import Position as WirePosition
 from projectx.models import Trade as WireTrade
+from projectx.ratelimit import RateLimit, SlidingWindowRateLimiter
 
 T = TypeVar("T")
 
@@ -51,7 +52,11 @@ class BrokerGateway:
 
     async def _make_client(self) -> ProjectXClient:
         # Built on the gateway's own loop: the client's locks and pool belong to that loop.
-        return ProjectXClient(self.config)
+        # One gateway per process, so its limiter is the process's share of the broker's limit.
+        limiter = SlidingWindowRateLimiter(
+            self.config.general_rate_limit, self.config.bars_rate_limit
+        )
+        return ProjectXClient(self.config, rate_limiter=limiter)
 
     def _run(self, coro: Coroutine[Any, Any, T], budget: float | None, name: str = "") -> T:
         if budget is not None:
@@ -149,13 +154,15 @@ _gateway_lock = threading.Lock()
 
 
 def gateway_config_from_settings() -> GatewayConfig:
+    limit = RateLimit(max_requests=settings.PROJECTX_REQUESTS_PER_MINUTE, window_seconds=60.0)
     if settings.PROJECTX_USE_SIMULATOR:
-        return GatewayConfig(**SIMULATOR_DEFAULTS)
+        return GatewayConfig(**SIMULATOR_DEFAULTS, general_rate_limit=limit)
     return GatewayConfig(
         api_url=settings.PROJECTX_API_URL,
         user_hub_url=settings.PROJECTX_USER_HUB_URL,
         username=settings.PROJECTX_USERNAME,
         api_key=settings.PROJECTX_API_KEY,
+        general_rate_limit=limit,
     )
 
 

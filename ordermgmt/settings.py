@@ -18,6 +18,7 @@ from ordermgmt.config import DEFAULT_CONFIG_PATH, load_config
 from ordermgmt.env import (
     EnvironmentSettingError,
     env_bool,
+    env_int,
     env_list,
     env_path,
     env_str,
@@ -116,6 +117,9 @@ if _projectx_given and len(_projectx_given) < 4:
     raise ImproperlyConfigured(
         f"the PROJECTX_* settings go together: {', '.join(sorted(missing))} missing"
     )
+# The broker documents 200 requests per 60 s; this process keeps to it. Raise it only against
+# the simulator (benchmarks), never against the real broker.
+PROJECTX_REQUESTS_PER_MINUTE = env_int("PROJECTX_REQUESTS_PER_MINUTE", 200, minimum=1)
 # No PROJECTX_* at all: the system talks to the bundled simulator.
 PROJECTX_USE_SIMULATOR = not _projectx_given
 

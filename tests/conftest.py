@@ -43,8 +43,7 @@ def sim():
     from projectx.config import GatewayConfig
     from projectx.simulator import GatewaySimulator
 
-    simulator = GatewaySimulator.with_demo_data(host="127.0.0.1", port=0)
-    simulator.start()
+    simulator = GatewaySimulator.with_demo_data(host="127.0.0.1", port=0).start()
     configure_gateway(
         GatewayConfig(
             api_url=simulator.base_url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -11,9 +12,26 @@ from accounts.services import contract_resolve
 from orders.models import Order
 from orders.services import order_update
 from orders.verification import Outcome, order_verify, verify_until_resolved
+from projectx.simulator import PlaceOrderRequest
 from tests.orders.test_orders_api import LIMIT_BUY, MNQ, broker_orders, place
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def place_untagged_at_the_broker(sim) -> None:
+    """The same order as LIMIT_BUY, placed at the broker without our tag (e.g. by hand)."""
+    result = sim.broker.place_order(
+        "demo",
+        PlaceOrderRequest(
+            account_id=1001,
+            contract_id=MNQ,
+            type=1,
+            side=0,
+            size=2,
+            limit_price=Decimal(LIMIT_BUY["limit_price"]),
+        ),
+    )
+    assert result.success
 
 
 @pytest.fixture
@@ -92,14 +110,7 @@ def test_an_untagged_lookalike_matches_only_when_it_is_the_only_one(
     order_id = place(bot, key="lookalike").json()["id"]
     sim.faults.accept_connections()
     # the same order arrives at the broker without our tag (e.g. placed by hand)
-    sim.place_order(
-        account_id=1001,
-        contract_id=MNQ,
-        type=1,
-        side=0,
-        size=2,
-        limit_price=LIMIT_BUY["limit_price"],
-    )
+    place_untagged_at_the_broker(sim)
     result = order_verify(order_id=order_id)
     # should match by contract, side, size, type and price, and record the rule
     assert (result.outcome, result.rule) == (Outcome.FOUND, "attributes")
@@ -110,14 +121,7 @@ def test_two_untagged_lookalikes_are_not_guessed_between(bot, sim, contract_know
     order_id = place(bot, key="twins").json()["id"]
     sim.faults.accept_connections()
     for _ in range(2):
-        sim.place_order(
-            account_id=1001,
-            contract_id=MNQ,
-            type=1,
-            side=0,
-            size=2,
-            limit_price=LIMIT_BUY["limit_price"],
-        )
+        place_untagged_at_the_broker(sim)
     result = order_verify(order_id=order_id)
     # should refuse to pick one and keep the order unknown
     assert result.outcome == Outcome.INCONCLUSIVE
