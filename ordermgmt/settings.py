@@ -46,14 +46,24 @@ if DATABASE_URL is None:
     }
 else:
     try:
-        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
     except ValueError as exc:
         raise EnvironmentSettingError("DATABASE_URL", DATABASE_URL, str(exc)) from exc
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+        # Under ASGI every request runs in a thread of its own, so per-thread persistent
+        # connections would pile up past max_connections: a bounded psycopg pool per process
+        # shares a few connections among all threads instead.
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
         DATABASES["default"].setdefault("OPTIONS", {})
-        DATABASES["default"]["OPTIONS"]["application_name"] = env_str(
-            "ORDERMGMT_APPLICATION_NAME", "ordermgmt"
+        DATABASES["default"]["OPTIONS"].update(
+            {
+                "application_name": env_str("ORDERMGMT_APPLICATION_NAME", "ordermgmt"),
+                "pool": {
+                    "min_size": 1,
+                    "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20, minimum=1),
+                    "timeout": 10,
+                },
+            }
         )
 
 # --- Secret key -----------------------------------------------------------------------------
@@ -220,6 +230,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"OrderStatusEnum": "orders.models.OrderStatus"},
 }
 # Unknown placements are verified in a background thread after the response (off in tests,
 # which drive verification themselves).

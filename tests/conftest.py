@@ -92,8 +92,10 @@ def _token_client(username: str, account):
     user = User.objects.create_user(username)
     account.members.add(user)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    key = Token.objects.create(user=user).key
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     client.user = user
+    client.auth_headers = {"Authorization": f"Token {key}"}
     return client
 
 
