@@ -149,6 +149,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "ordermgmt",
     "accounts",
     "orders",
     "fills",

@@ -223,3 +223,17 @@ def test_the_schema_and_docs_are_served_without_a_cdn(bot, sim) -> None:
     assert b"/api/v1/orders/" in schema.content
     assert docs.status_code == 200
     assert b"cdn.jsdelivr" not in docs.content and b"unpkg.com" not in docs.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bot_over_its_rate_gets_429_with_retry_after(bot, outsider, sim, monkeypatch) -> None:
+    from ordermgmt.api.throttling import PerTokenRateThrottle
+
+    monkeypatch.setattr(PerTokenRateThrottle, "THROTTLE_RATES", {"user": "3/min"})
+    answers = [bot.get("/api/v1/orders/") for _ in range(4)]
+    # should serve the first three and refuse the fourth with a wait in seconds
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert int(answers[-1]["Retry-After"]) > 0
+    assert answers[-1].json()["error"]["code"] == "throttled"
+    # should count per token: another bot is not slowed by this one
+    assert outsider.get("/api/v1/orders/").status_code == 200

@@ -1,0 +1,97 @@
+"""Run the whole system in one process: the web app on uvicorn and, on the embedded default,
+the ProjectX simulator beside it.
+
+With PROJECTX_* set it talks to the real broker and starts no simulator. It mirrors the
+broker's accounts, makes sure a demo bot token exists for the embedded default, and prints how
+to log in and place an order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import uvicorn
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rest_framework.authtoken.models import Token
+
+from accounts.gateway import SIMULATOR_DEFAULTS, configure_gateway, gateway_config_from_settings
+from accounts.models import Account
+from accounts.services import account_grant, account_sync_from_broker
+from projectx.errors import GatewayError
+
+DEMO_BOT = "demo-bot"
+
+
+class Command(BaseCommand):
+    help = "Serve the app (uvicorn) and, without PROJECTX_* settings, the broker simulator."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--simulator-port", type=int, default=8800)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        simulator = None
+        if settings.PROJECTX_USE_SIMULATOR:
+            from projectx.simulator import GatewaySimulator
+
+            simulator = GatewaySimulator.with_demo_data(
+                "127.0.0.1", options["simulator_port"]
+            ).start()
+            configure_gateway(
+                replace(
+                    gateway_config_from_settings(),
+                    api_url=simulator.base_url,
+                    user_hub_url=simulator.user_hub_url,
+                )
+            )
+        try:
+            accounts = account_sync_from_broker()
+        except GatewayError as exc:
+            raise CommandError(f"cannot reach the broker: {exc}") from exc
+
+        url = f"http://{options['host']}:{options['port']}"
+        call_command("ensure_demo_admin", url=url, stdout=self.stdout)
+        if simulator is not None:
+            self._print_demo_bot(url, accounts)
+            self.stdout.write(
+                f"  simulator: {simulator.base_url} (user {SIMULATOR_DEFAULTS['username']})"
+            )
+        try:
+            uvicorn.run(
+                "ordermgmt.asgi:application",
+                host=options["host"],
+                port=options["port"],
+                log_level="info",
+                lifespan="off",
+            )
+        finally:
+            configure_gateway(None)
+            if simulator is not None:
+                simulator.stop()
+
+    def _print_demo_bot(self, url: str, accounts: list[Account]) -> None:
+        bot, _ = User.objects.get_or_create(username=DEMO_BOT)
+        account_grant(user=bot, broker_account_ids=[a.broker_account_id for a in accounts])
+        token, _ = Token.objects.get_or_create(user=bot)
+        body = {
+            "account": accounts[0].broker_account_id,
+            "contract_id": "CON.F.US.MNQ.Z26",
+            "side": "buy",
+            "type": "limit",
+            "size": 1,
+            "limit_price": "20950.00",
+        }
+        self.stdout.write(f"  bot token: {token.key}")
+        self.stdout.write("  place an order:")
+        self.stdout.write(
+            f"    curl -s -X POST {url}/api/v1/orders/ -H 'Authorization: Token {token.key}' "
+            f"-H 'Content-Type: application/json' -H 'Idempotency-Key: first-order' "
+            f"-d '{json.dumps(body)}'"
+        )
+        self.stdout.write(f"  API docs:  {url}/api/docs/")
