@@ -23,6 +23,9 @@ class Account(models.Model):
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, related_name="trading_accounts", blank=True
     )
+    # The broker's server time of the newest event applied for this account: after a reconnect
+    # the REST catch-up starts from here minus a safety margin.
+    stream_checkpoint = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -1,8 +1,41 @@
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from django.apps import AppConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _fetch_missing_fills(sender: Any, order_id: object, **kwargs: Any) -> None:
+    from fills.services import defer_backfill, fills_backfill
+
+    if defer_backfill.get():
+        return
+    try:
+        fills_backfill(order_id=order_id)
+    except Exception:  # the sweep retries; a failed backfill must not fail the caller
+        logger.warning("backfill of order %s failed; the sweep will retry", order_id, exc_info=True)
+
+
+def _attach_orphans_on_broker_id(sender: Any, order: Any, transition: Any, **kwargs: Any) -> None:
+    if "broker_order_id" not in (transition.changed_fields or {}):
+        return
+    from fills.services import fills_attach_orphans
+
+    try:
+        fills_attach_orphans(order_id=order.pk)
+    except Exception:
+        logger.warning("attaching earlier fills to order %s failed", order.pk, exc_info=True)
 
 
 class FillsConfig(AppConfig):
     name = "fills"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from orders.signals import order_changed, order_fills_missing
+
+        order_fills_missing.connect(_fetch_missing_fills, dispatch_uid="fills.backfill")
+        order_changed.connect(_attach_orphans_on_broker_id, dispatch_uid="fills.orphans")

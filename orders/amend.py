@@ -44,10 +44,10 @@ def _reconcile(order: Order, *, trigger: str, actor: str, reason: str) -> Order:
     except GatewayError as exc:
         logger.warning("could not reconcile order %s with the broker: %s", order.pk, exc)
         return Order.objects.select_related("account").get(pk=order.pk)
-    updated, _ = order_apply_broker_order(
+    updated = order_apply_broker_order(
         order_id=order.pk, broker_order=wire, trigger=trigger, reason=reason, actor=actor
     )
-    return updated
+    return updated.order
 
 
 def order_cancel(

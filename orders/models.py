@@ -96,6 +96,17 @@ class Order(FSMModelMixin, models.Model):
 
     filled_size = models.PositiveIntegerField(default=0)
     avg_fill_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    # Sum of price x size over the non-voided fills, exact: the average is derived from it, so
+    # an average kept up incrementally equals one recomputed from the fill history.
+    fill_notional = models.DecimalField(max_digits=30, decimal_places=9, default=0)
+    last_fill_at = models.DateTimeField(null=True, blank=True)
+    # The broker's cumulative fillVolume from its newest order event; when it is ahead of the
+    # fills we hold, the missing fills are fetched (Trade/search) rather than guessed.
+    broker_fill_volume = models.PositiveIntegerField(default=0)
+    overfilled = models.BooleanField(
+        default=False, help_text="Fills exceed the order size: kept as the broker reported"
+    )
+    fill_timeout_handled_at = models.DateTimeField(null=True, blank=True)
     last_server_ts = models.DateTimeField(
         null=True, blank=True, help_text="The broker's timestamp of the newest event applied"
     )

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from django.db import transaction
@@ -27,12 +29,13 @@ from orders.models import (
     CORRECTIONS,
     TERMINAL_STATES,
     TRANSITION_METHODS,
+    WORKING_STATES,
     Order,
     OrderStatus,
     OrderTransition,
     TransitionTrigger,
 )
-from orders.signals import order_changed
+from orders.signals import order_changed, order_fills_missing
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,11 @@ _WRITABLE_FIELDS = frozenset(
         "last_server_ts",
         "submitted_at",
         "verification_attempts",
+        "fill_notional",
+        "last_fill_at",
+        "broker_fill_volume",
+        "overfilled",
+        "fill_timeout_handled_at",
     }
 )
 
@@ -259,6 +267,39 @@ def _via_open(from_state: str, to_state: str) -> bool:
     }
 
 
+class BrokerEvidence(StrEnum):
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    STALE = "stale"
+
+
+@dataclass(frozen=True)
+class BrokerOrderResult:
+    order: Order
+    outcome: BrokerEvidence
+    # The broker reports more filled than the fills we hold: fetch them (Trade/search).
+    fills_missing: bool = False
+
+
+def _target_state(order: Order, broker_order: Any) -> str | None:
+    """Where the broker's report takes the order, given the fills we hold.
+
+    The fill history is the source of truth for how much is filled: a working order is
+    `partially_filled` only when we hold fills, and a broker `Filled` waits (as partially
+    filled, or where it is) until the fills that make it up have arrived.
+    """
+    from orders.broker_status import local_state_for
+
+    target = local_state_for(broker_order.status, filled_size=broker_order.fill_volume)
+    if target in {OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED}:
+        return OrderStatus.PARTIALLY_FILLED if order.filled_size > 0 else OrderStatus.OPEN
+    if target == OrderStatus.FILLED and order.filled_size < order.size:
+        if order.filled_size > 0:
+            return OrderStatus.PARTIALLY_FILLED
+        return order.status if order.status in WORKING_STATES else OrderStatus.OPEN
+    return target
+
+
 @transaction.atomic
 def order_apply_broker_order(
     *,
@@ -267,38 +308,49 @@ def order_apply_broker_order(
     trigger: str,
     reason: str,
     actor: str = "",
-) -> tuple[Order, str]:
-    """Bring an order to the state the broker reports (`projectx.models.Order`).
+) -> BrokerOrderResult:
+    """Bring an order to the state the broker reports (a `projectx.models.Order`).
 
-    Returns the order and what happened: "applied", "unchanged" or "stale". Evidence older than
-    the newest already applied (by the broker's `updateTimestamp`, else `creationTimestamp`)
-    never moves the state backwards.
+    Evidence older than the newest already applied (by the broker's `updateTimestamp`, else
+    `creationTimestamp`) never moves the state backwards: it is reported as stale. When the
+    broker counts more filled than the fills we hold, `order_fills_missing` is sent after
+    commit so the fills app fetches them.
     """
-    from orders.broker_status import local_state_for
-
     order = _lock_order(order_id, None)
     server_ts = broker_order.update_timestamp or broker_order.creation_timestamp
     if order.last_server_ts is not None and server_ts < order.last_server_ts:
-        return order, "stale"
+        return BrokerOrderResult(order, BrokerEvidence.STALE)
+
     changes: dict[str, Any] = {}
     if order.broker_order_id is None:
         changes["broker_order_id"] = broker_order.id
-    target = local_state_for(broker_order.status, filled_size=broker_order.fill_volume)
+    if broker_order.fill_volume != order.broker_fill_volume:
+        changes["broker_fill_volume"] = broker_order.fill_volume
+    fills_missing = broker_order.fill_volume > order.filled_size
+    if fills_missing:
+        transaction.on_commit(lambda: order_fills_missing.send(sender=Order, order_id=order.pk))
 
+    target = _target_state(order, broker_order)
     if target is None or target == order.status:
-        # No move. A repeated working state (another fill while partially filled) is the fills
-        # app's to record; here only what is new about the order itself is written.
-        if not changes:
-            return order, "unchanged"
-        order = order_update(
-            order_id=order.pk,
-            changes=changes,
-            trigger=trigger,
-            reason=reason,
-            actor=actor,
-            server_ts=server_ts,
+        # No move (a repeated working state is the fills' to record). Write only what is new.
+        newer = order.last_server_ts is None or server_ts > order.last_server_ts
+        if not changes and not newer:
+            return BrokerOrderResult(order, BrokerEvidence.UNCHANGED, fills_missing)
+        order = (
+            order_update(
+                order_id=order.pk,
+                changes=changes,
+                trigger=trigger,
+                reason=reason,
+                actor=actor,
+                server_ts=server_ts,
+            )
+            if changes
+            else order
         )
-        return order, "applied"
+        return BrokerOrderResult(
+            order, BrokerEvidence.APPLIED if changes else BrokerEvidence.UNCHANGED, fills_missing
+        )
 
     if _via_open(order.status, target):
         order = order_transition(
@@ -328,5 +380,5 @@ def order_apply_broker_order(
             order.pk,
             order.status,
         )
-        return order, "unchanged"
-    return order, "applied"
+        return BrokerOrderResult(order, BrokerEvidence.UNCHANGED, fills_missing)
+    return BrokerOrderResult(order, BrokerEvidence.APPLIED, fills_missing)

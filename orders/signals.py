@@ -10,3 +10,8 @@ from django.dispatch import Signal
 
 # kwargs: order (the committed Order), transition (the OrderTransition row just written)
 order_changed = Signal()
+
+# kwargs: order_id. Sent after commit when the broker counts more filled than the fills we
+# hold; the fills app fetches the missing fills (Trade/search). A signal, so that orders does
+# not import fills (the arrows point fills -> orders).
+order_fills_missing = Signal()

@@ -151,14 +151,14 @@ def _looks_like(order: Order, candidate: Any, sent_at: Any, config: Any) -> bool
 
 
 def _found(order: Order, wire: Any, rule: MatchRule, actor: str) -> VerificationResult:
-    updated, _ = order_apply_broker_order(
+    updated = order_apply_broker_order(
         order_id=order.pk,
         broker_order=wire,
         trigger=TransitionTrigger.VERIFICATION,
         reason=f"verification found broker order {wire.id} by {rule}",
         actor=actor,
     )
-    return VerificationResult(Outcome.FOUND, updated, rule)
+    return VerificationResult(Outcome.FOUND, updated.order, rule)
 
 
 def _inconclusive(order: Order, detail: str, actor: str) -> VerificationResult:

@@ -71,9 +71,13 @@ def test_a_5xx_after_the_broker_placed_the_order_is_resolved_to_the_order(
     order_id = place(bot, key="lost").json()["id"]
     sim.fill_order(broker_orders(sim)[0]["id"])  # it even filled meanwhile
     result = order_verify(order_id=order_id)
-    # should follow the broker's truth, not our guess
+    order = Order.objects.get(pk=order_id)
+    # should follow the broker's truth, not our guess: found, and filled once its fills were
+    # fetched from the broker (the fill history, not the broker's counter, makes it filled)
     assert result.outcome == Outcome.FOUND
-    assert result.order.status == "filled"
+    assert order.status == "filled"
+    assert order.filled_size == 2
+    assert order.fills.count() >= 1
 
 
 def test_a_broker_that_stays_down_leaves_the_order_unknown_after_every_attempt(

@@ -1,0 +1,392 @@
+"""Turning the broker's events into fills, order states and positions.
+
+Every event, live from the hub or fetched by the REST catch-up, goes through these functions,
+so a replayed event changes nothing: fills are keyed by (account, broker trade id), order
+events are ordered by the broker's server time, positions by theirs. Each function takes its
+row locks in the documented order (Account -> Position -> Order) inside one transaction and
+calls the broker, when it must, only after committing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import decimal
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+
+from accounts.gateway import get_gateway
+from accounts.models import Account, Position, PositionType
+from fills.models import Fill
+from orders.exceptions import IllegalTransition
+from orders.models import (
+    PRICE_DIGITS,
+    Order,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    TransitionTrigger,
+)
+from orders.services import (
+    BrokerOrderResult,
+    order_apply_broker_order,
+    order_create,
+    order_transition,
+    order_update,
+)
+from projectx import enums
+from projectx.models import Account as WireAccount
+from projectx.models import Order as WireOrder
+from projectx.models import Position as WirePosition
+from projectx.models import Trade as WireTrade
+
+logger = logging.getLogger(__name__)
+
+PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_DIGITS["decimal_places"])
+# Wide enough that sums of price x size never round (20-digit prices x 6-digit sizes, summed).
+_EXACT = decimal.Context(prec=60)
+
+_SIDES = {enums.OrderSide.BID: OrderSide.BUY, enums.OrderSide.ASK: OrderSide.SELL}
+_TYPES = {
+    enums.OrderType.MARKET: OrderType.MARKET,
+    enums.OrderType.LIMIT: OrderType.LIMIT,
+    enums.OrderType.STOP: OrderType.STOP,
+    enums.OrderType.STOP_LIMIT: OrderType.STOP_LIMIT,
+    enums.OrderType.TRAILING_STOP: OrderType.TRAILING_STOP,
+    enums.OrderType.JOIN_BID: OrderType.JOIN_BID,
+    enums.OrderType.JOIN_ASK: OrderType.JOIN_ASK,
+}
+
+
+class FillOutcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    VOIDED = "voided"
+    ORPHAN = "orphan"  # kept with its broker order id until the order appears
+
+
+@dataclass(frozen=True)
+class FillResult:
+    outcome: FillOutcome
+    fill: Fill
+    order: Order | None = None
+
+
+def average_price(notional: Decimal, filled: int) -> Decimal | None:
+    if filled <= 0:
+        return None
+    return _EXACT.divide(notional, Decimal(filled)).quantize(
+        PRICE_QUANTUM, rounding=decimal.ROUND_HALF_EVEN
+    )
+
+
+def fill_totals(fills: Any) -> tuple[int, Decimal]:
+    """(filled size, notional) of the non-voided fills: the recomputation from history."""
+    size, notional = 0, Decimal(0)
+    for fill in fills:
+        if not fill.voided:
+            size += fill.size
+            notional = _EXACT.add(notional, _EXACT.multiply(fill.price, Decimal(fill.size)))
+    return size, notional
+
+
+def _lock_order_by_broker_id(account: Account, broker_order_id: int) -> Order | None:
+    return (
+        Order.objects.select_for_update()
+        .filter(account=account, broker_order_id=broker_order_id)
+        .first()
+    )
+
+
+def _settle_fills(
+    order: Order, *, filled: int, notional: Decimal, last_fill_at: Any, trigger: str, reason: str
+) -> Order:
+    """Write new fill totals onto a locked order and move it where they take it."""
+    overfilled = filled > order.size
+    if overfilled and not order.overfilled:
+        logger.error(
+            "ALERT order %s is overfilled: %d filled of %d; kept as the broker reported",
+            order.pk,
+            filled,
+            order.size,
+        )
+    changes = {
+        "filled_size": filled,
+        "fill_notional": notional,
+        "avg_fill_price": average_price(notional, filled),
+        "last_fill_at": last_fill_at,
+        "overfilled": overfilled,
+    }
+    target: str | None
+    if filled >= order.size:
+        target = OrderStatus.FILLED
+    elif filled > 0 and order.status in {
+        OrderStatus.SUBMITTING,
+        OrderStatus.UNKNOWN,
+        OrderStatus.OPEN,
+        OrderStatus.PARTIALLY_FILLED,
+        OrderStatus.FAILED,
+    }:
+        target = OrderStatus.PARTIALLY_FILLED
+    elif order.status == OrderStatus.PENDING_CANCEL and filled > 0:
+        target = OrderStatus.PENDING_CANCEL  # a fill while the cancel is pending
+    else:
+        target = None
+    self_loop = target in {OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL}
+    if target is not None and (target != order.status or self_loop):
+        try:
+            return order_transition(
+                order_id=order.pk, to_state=target, trigger=trigger, reason=reason, changes=changes
+            )
+        except IllegalTransition:
+            pass  # e.g. more fills on a filled order: record the numbers below
+    return order_update(order_id=order.pk, changes=changes, trigger=trigger, reason=reason)
+
+
+@transaction.atomic
+def fill_apply(*, account: Account, trade: WireTrade, trigger: str) -> FillResult:
+    order = _lock_order_by_broker_id(account, trade.order_id)
+    existing = (
+        Fill.objects.select_for_update().filter(account=account, broker_trade_id=trade.id).first()
+    )
+    if existing is not None:
+        if trade.voided and not existing.voided:
+            return _void(existing, order, trigger)
+        return FillResult(FillOutcome.DUPLICATE, existing, order)
+
+    try:
+        with transaction.atomic():
+            fill = Fill.objects.create(
+                account=account,
+                order=order,
+                broker_trade_id=trade.id,
+                broker_order_id=trade.order_id,
+                contract_id=trade.contract_id,
+                side=_SIDES[trade.side],
+                size=trade.size,
+                price=trade.price,
+                fees=trade.fees or Decimal(0),
+                profit_and_loss=trade.profit_and_loss,
+                voided=trade.voided,
+                broker_ts=trade.creation_timestamp,
+            )
+    except IntegrityError:
+        # Another listener stored this trade a moment ago (an orphan has no order row to lock).
+        stored = Fill.objects.get(account=account, broker_trade_id=trade.id)
+        return FillResult(FillOutcome.DUPLICATE, stored, order)
+
+    if order is None:
+        logger.info(
+            "fill %s for unknown broker order %s kept as an orphan", trade.id, trade.order_id
+        )
+        return FillResult(FillOutcome.ORPHAN, fill, None)
+    if fill.voided:
+        return FillResult(FillOutcome.VOIDED, fill, order)
+
+    last_fill_at = max(filter(None, [order.last_fill_at, fill.broker_ts]))
+    order = _settle_fills(
+        order,
+        filled=order.filled_size + fill.size,
+        notional=_EXACT.add(order.fill_notional, _EXACT.multiply(fill.price, Decimal(fill.size))),
+        last_fill_at=last_fill_at,
+        trigger=trigger,
+        reason=f"fill {trade.id}: {fill.size} @ {fill.price.normalize()}",
+    )
+    return FillResult(FillOutcome.APPLIED, fill, order)
+
+
+def _void(fill: Fill, order: Order | None, trigger: str) -> FillResult:
+    fill.voided = True
+    fill.save(update_fields=["voided"])
+    logger.error(
+        "ALERT trade %s voided by the broker (order %s)", fill.broker_trade_id, fill.order_id
+    )
+    if order is not None:
+        order = _recompute(order, trigger=trigger, reason=f"trade {fill.broker_trade_id} voided")
+    return FillResult(FillOutcome.VOIDED, fill, order)
+
+
+def _recompute(order: Order, *, trigger: str, reason: str) -> Order:
+    fills = list(Fill.objects.filter(order=order))
+    filled, notional = fill_totals(fills)
+    live = [f.broker_ts for f in fills if not f.voided]
+    return _settle_fills(
+        order,
+        filled=filled,
+        notional=notional,
+        last_fill_at=max(live) if live else None,
+        trigger=trigger,
+        reason=reason,
+    )
+
+
+@transaction.atomic
+def fills_attach_orphans(
+    *, order_id: object, trigger: str = TransitionTrigger.BROKER_STREAM
+) -> int:
+    """Attach fills that arrived before their order was known, and recompute its totals."""
+    order = Order.objects.select_for_update().get(pk=order_id)
+    if order.broker_order_id is None:
+        return 0
+    attached = Fill.objects.filter(
+        account_id=order.account_id, broker_order_id=order.broker_order_id, order__isnull=True
+    ).update(order=order)
+    if attached:
+        _recompute(order, trigger=trigger, reason=f"{attached} earlier fill(s) attached")
+    return attached
+
+
+def fills_attach_all_orphans() -> int:
+    """Sweep: attach every orphan fill whose order has appeared since."""
+    order_ids = set(
+        Order.objects.filter(
+            broker_order_id__isnull=False,
+            account__fills__order__isnull=True,
+            account__fills__broker_order_id=F("broker_order_id"),
+        ).values_list("pk", flat=True)
+    )
+    return sum(fills_attach_orphans(order_id=order_id) for order_id in order_ids)
+
+
+# The listener sets this: it backfills from its periodic sweep (orders whose broker fill volume
+# is still ahead of their fills after a grace period) instead of one Trade/search per event,
+# which would spend the broker's rate limit on fills that are usually a few ms behind.
+defer_backfill: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "defer_backfill", default=False
+)
+
+
+def fills_backfill(*, order_id: object, trigger: str = TransitionTrigger.BROKER_REST) -> int:
+    """Fetch an order's trades from the broker (Trade/search) and apply the ones we lack."""
+    order = Order.objects.select_related("account").get(pk=order_id)
+    if order.broker_order_id is None:
+        return 0
+    margin = timedelta(
+        seconds=settings.ORDER_MANAGEMENT.partial_fill_tracking.catch_up_margin_seconds
+    )
+    since = (order.submitted_at or order.created_at) - margin
+    trades = get_gateway().search_trades(
+        account_id=order.account.broker_account_id, start=since, budget=5.0
+    )
+    applied = 0
+    for trade in trades:
+        if trade.order_id == order.broker_order_id:
+            result = fill_apply(account=order.account, trade=trade, trigger=trigger)
+            applied += result.outcome in {FillOutcome.APPLIED, FillOutcome.VOIDED}
+    return applied
+
+
+# --- Order events --------------------------------------------------------------------------
+
+
+def _find_or_mirror(account: Account, wire: WireOrder, trigger: str) -> Order:
+    """The local order for a broker order: by broker id, else by our customTag, else a mirror
+    of an order placed outside this system (so its fills have an order to belong to)."""
+    match = Q(broker_order_id=wire.id)
+    if wire.custom_tag:
+        match |= Q(custom_tag=wire.custom_tag)
+    order = Order.objects.filter(account=account).filter(match).first()
+    if order is not None:
+        return order
+    try:
+        with transaction.atomic():
+            order = order_create(
+                account_id=account.pk,
+                contract_id=wire.contract_id,
+                side=_SIDES[wire.side],
+                type=_TYPES.get(wire.type, OrderType.MARKET),
+                size=wire.size,
+                limit_price=wire.limit_price,
+                stop_price=wire.stop_price,
+                trail_price=wire.trail_price,
+                custom_tag=wire.custom_tag or None,
+                broker_order_id=wire.id,
+                created_by="broker",
+            )
+            return order_transition(
+                order_id=order.pk,
+                to_state=OrderStatus.SUBMITTING,
+                trigger=trigger,
+                reason="placed outside ordermgmt",
+            )
+    except IntegrityError:
+        # Another listener mirrored it first.
+        return Order.objects.get(account=account, broker_order_id=wire.id)
+
+
+def order_event_apply(*, account: Account, wire: WireOrder, trigger: str) -> BrokerOrderResult:
+    order = _find_or_mirror(account, wire, trigger)
+    result = order_apply_broker_order(
+        order_id=order.pk,
+        broker_order=wire,
+        trigger=trigger,
+        reason=f"broker status {enums.OrderStatus(wire.status).name}",
+    )
+    if order.broker_order_id is None:
+        fills_attach_orphans(order_id=order.pk, trigger=trigger)
+    return result
+
+
+# --- Positions and accounts ------------------------------------------------------------------
+
+_POSITION_TYPES = {
+    enums.PositionType.LONG: PositionType.LONG,
+    enums.PositionType.SHORT: PositionType.SHORT,
+    enums.PositionType.UNDEFINED: PositionType.FLAT,
+}
+
+
+@transaction.atomic
+def position_apply(*, account: Account, wire: WirePosition, closed: bool = False) -> str:
+    """Mirror the broker's net position in one contract; ordered by the broker's timestamp."""
+    Position.objects.get_or_create(account=account, contract_id=wire.contract_id)
+    position = Position.objects.select_for_update().get(
+        account=account, contract_id=wire.contract_id
+    )
+    server_ts = wire.creation_timestamp
+    if position.last_server_ts is not None and server_ts < position.last_server_ts:
+        return "stale"
+    flat = closed or wire.is_flat
+    updated = Position.objects.filter(pk=position.pk, version=position.version).update(
+        type=PositionType.FLAT if flat else _POSITION_TYPES[wire.type],
+        size=0 if flat else wire.size,
+        average_price=None if flat else wire.average_price,
+        broker_position_id=wire.id,
+        last_server_ts=server_ts,
+        version=F("version") + 1,
+    )
+    return "applied" if updated else "conflict"
+
+
+def positions_reconcile(
+    *, account: Account, open_positions: list[WirePosition], as_of: datetime
+) -> None:
+    """After a catch-up: positions the broker no longer lists are flat."""
+    still_open = {p.contract_id for p in open_positions}
+    for wire in open_positions:
+        position_apply(account=account, wire=wire)
+    Position.objects.filter(account=account).exclude(contract_id__in=still_open).exclude(
+        type=PositionType.FLAT
+    ).filter(Q(last_server_ts__isnull=True) | Q(last_server_ts__lte=as_of)).update(
+        type=PositionType.FLAT,
+        size=0,
+        average_price=None,
+        version=F("version") + 1,
+        last_server_ts=as_of,
+    )
+
+
+def account_apply(*, wire: WireAccount) -> None:
+    Account.objects.filter(broker_account_id=wire.id).update(
+        name=wire.name,
+        balance=wire.balance,
+        can_trade=wire.can_trade,
+        version=F("version") + 1,
+    )
