@@ -46,3 +46,28 @@ class Fill(models.Model):
 
     def __str__(self) -> str:
         return f"{self.side} {self.size} @ {self.price} (trade {self.broker_trade_id})"
+
+
+class ListenerHeartbeat(models.Model):
+    """What a running `listen_gateway` process last said about itself (for /readyz, metrics).
+
+    Health comes from the live transport state, never from the process merely existing: the
+    ProjectX SDK's users saw a hub closed while health still reported fine.
+    """
+
+    name = models.CharField(max_length=200, unique=True, help_text="host:pid of the process")
+    connected = models.BooleanField(default=False)
+    subscribed = models.BooleanField(default=False)
+    leading_accounts = models.JSONField(default=list, blank=True)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    events_applied = models.BigIntegerField(default=0)
+    reconnects = models.IntegerField(default=0)
+    started_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.name

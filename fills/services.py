@@ -390,3 +390,82 @@ def account_apply(*, wire: WireAccount) -> None:
         can_trade=wire.can_trade,
         version=F("version") + 1,
     )
+
+
+# --- Completion timeouts ---------------------------------------------------------------------
+
+# Orders expected to complete on their own: a market or join order fills at once, so one still
+# working `timeoutSeconds` after submission is overdue. A resting limit or stop order without
+# fills is waiting for its price, not stalled, so the timer runs for it only from its first fill.
+_FILL_AT_ONCE_TYPES = (OrderType.MARKET, OrderType.JOIN_BID, OrderType.JOIN_ASK)
+
+
+def orders_past_fill_timeout(*, now: datetime) -> list[Order]:
+    """Orders with no completion `partialFillTracking.timeoutSeconds` after their last fill
+    (or submission), not yet handled since. Derived from stored times: survives restarts."""
+    timeout = timedelta(seconds=settings.ORDER_MANAGEMENT.partial_fill_tracking.timeout_seconds)
+    cutoff = now - timeout
+    not_handled_since_last_fill = Q(fill_timeout_handled_at__isnull=True) | Q(
+        fill_timeout_handled_at__lt=F("last_fill_at")
+    )
+    partially = Q(status=OrderStatus.PARTIALLY_FILLED, last_fill_at__lt=cutoff)
+    overdue = Q(
+        status=OrderStatus.OPEN,
+        type__in=_FILL_AT_ONCE_TYPES,
+        filled_size=0,
+        submitted_at__lt=cutoff,
+        fill_timeout_handled_at__isnull=True,
+    )
+    return list(
+        Order.objects.filter(partially | overdue)
+        .filter(not_handled_since_last_fill)
+        .select_related("account")
+        .order_by("last_fill_at")[:200]
+    )
+
+
+def order_handle_fill_timeout(*, order: Order, action: str, now: datetime) -> str:
+    """Run the configured action for one overdue order: `alert`, `verify` or `cancel_remaining`.
+
+    The order is marked handled first (a write under its version), so two listeners never both
+    act on it, and a new fill re-arms the timer.
+    """
+    try:
+        order_update(
+            order_id=order.pk,
+            expected_version=order.version,
+            changes={"fill_timeout_handled_at": now},
+            trigger=TransitionTrigger.SWEEPER,
+            reason=f"no completion within the fill timeout: {action}",
+        )
+    except Exception:  # lost the race to another process: it handles this one
+        return "skipped"
+    logger.error(
+        "ALERT order %s (%s, %d of %d filled) has not completed within the fill "
+        "timeout; action: %s",
+        order.pk,
+        order.status,
+        order.filled_size,
+        order.size,
+        action,
+    )
+    if action == "verify":
+        wire = get_gateway().get_order(
+            account_id=order.account.broker_account_id, order_id=order.broker_order_id, budget=5.0
+        )
+        order_apply_broker_order(
+            order_id=order.pk,
+            broker_order=wire,
+            trigger=TransitionTrigger.SWEEPER,
+            reason="fill timeout: verified with the broker",
+        )
+    elif action == "cancel_remaining":
+        from orders.amend import order_cancel
+
+        order_cancel(
+            order_id=order.pk,
+            expected_version=None,
+            actor="fill-timeout",
+            trigger=TransitionTrigger.SWEEPER,
+        )
+    return action

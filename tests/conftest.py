@@ -107,3 +107,16 @@ def bot(accounts):
 @pytest.fixture
 def outsider(accounts):
     return _token_client("outsider", accounts[1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_the_connection_pool(django_db_setup, django_db_blocker):
+    """Close the psycopg pool before the test database is dropped: connections threads left
+    in the pool would otherwise keep PostgreSQL from dropping it."""
+    yield
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        for conn in connections.all():
+            if hasattr(conn, "close_pool"):
+                conn.close_pool()

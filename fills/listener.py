@@ -1,0 +1,412 @@
+"""The user-hub listener: the broker's live events into the services, plus catch-up and sweeps.
+
+The async side (`GatewayListener`) keeps the hub connection, asks PostgreSQL which accounts it
+leads, and hands every event to a plain synchronous function (`apply_event`) on one database
+thread, in the order the broker sent them. The synchronous functions are the testable units;
+the command `listen_gateway` is a thin loop around this class.
+
+Several listeners may run at once (more machines, a restart overlapping the old process).
+Correctness never depends on that being rare: fills are unique per (account, trade id), order
+events are applied under the order's row lock in server-time order. On top of that, each account
+has one leader at a time: a PostgreSQL session advisory lock held on a connection of the
+listener's own, released by PostgreSQL the moment the process dies, so a standby takes over
+within one `leadership_poll` and catches up from the account's checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import F, Min, Q
+from django.utils import timezone
+
+from accounts.models import Account
+from fills import services
+from fills.models import ListenerHeartbeat
+from orders.models import TERMINAL_STATES, Order, TransitionTrigger
+from projectx.client import ProjectXClient
+from projectx.config import GatewayConfig
+from projectx.enums import EventAction
+from projectx.hub import UserHubClient
+from projectx.models import Account as WireAccount
+from projectx.models import Order as WireOrder
+from projectx.models import Position as WirePosition
+from projectx.models import Trade as WireTrade
+
+logger = logging.getLogger(__name__)
+
+ADVISORY_LOCK_NAMESPACE = 0x6F6D  # "om": keeps our lock keys apart from other users of the DB
+
+
+# --- The synchronous units ----------------------------------------------------------------
+
+
+def _account(broker_account_id: int) -> Account | None:
+    return Account.objects.filter(broker_account_id=broker_account_id).first()
+
+
+def apply_event(kind: str, payload: Any, action: EventAction | None, trigger: str) -> str:
+    """Apply one broker event through the services; returns the outcome for counting."""
+    close_old_connections()
+    services.defer_backfill.set(True)
+    if kind == "account":
+        services.account_apply(wire=payload)
+        return "applied"
+    account = _account(payload.account_id)
+    if account is None:
+        return "ignored"  # not an account we trade
+    if kind == "trade":
+        return services.fill_apply(account=account, trade=payload, trigger=trigger).outcome
+    if kind == "order":
+        return services.order_event_apply(account=account, wire=payload, trigger=trigger).outcome
+    if kind == "position":
+        return services.position_apply(
+            account=account, wire=payload, closed=action == EventAction.DELETE
+        )
+    raise ValueError(f"unknown event kind {kind!r}")
+
+
+def catch_up_start(account: Account, margin: timedelta) -> datetime:
+    """Where a REST catch-up starts: the checkpoint, or the oldest order still working, minus
+    the margin; never later than now minus the margin."""
+    candidates = [timezone.now()]
+    if account.stream_checkpoint is not None:
+        candidates.append(account.stream_checkpoint)
+    oldest_working = (
+        Order.objects.filter(account=account)
+        .exclude(status__in=TERMINAL_STATES)
+        .aggregate(oldest=Min("created_at"))["oldest"]
+    )
+    if oldest_working is not None:
+        candidates.append(oldest_working)
+    return min(candidates) - margin
+
+
+def apply_catch_up(
+    account_id: int,
+    orders: list[WireOrder],
+    trades: list[WireTrade],
+    positions: list[WirePosition],
+    as_of: datetime,
+) -> Counter[str]:
+    """Apply what the REST catch-up fetched, through the same functions as live events."""
+    close_old_connections()
+    account = _account(account_id)
+    outcomes: Counter[str] = Counter()
+    if account is None:
+        return outcomes
+    trigger = TransitionTrigger.BROKER_REST
+    for wire in sorted(orders, key=lambda o: o.update_timestamp or o.creation_timestamp):
+        result = services.order_event_apply(account=account, wire=wire, trigger=trigger)
+        outcomes[f"order:{result.outcome}"] += 1
+    for trade in sorted(trades, key=lambda t: t.creation_timestamp):
+        fill = services.fill_apply(account=account, trade=trade, trigger=trigger)
+        outcomes[f"fill:{fill.outcome}"] += 1
+    services.positions_reconcile(account=account, open_positions=positions, as_of=as_of)
+    newest = [as_of - timedelta(seconds=1)]
+    Account.objects.filter(pk=account.pk).filter(
+        Q(stream_checkpoint__isnull=True) | Q(stream_checkpoint__lt=newest[0])
+    ).update(stream_checkpoint=newest[0])
+    return outcomes
+
+
+BACKFILL_RETRY_SECONDS = 30.0
+
+
+def sweep(
+    *,
+    now: datetime,
+    checkpoints: dict[int, datetime],
+    backfill_attempts: dict[object, datetime] | None = None,
+) -> Counter[str]:
+    """The periodic work: checkpoints, orphan fills, missing fills, completion timeouts.
+
+    `backfill_attempts` remembers when each order was last backfilled, so an order whose fills
+    the broker cannot show us costs one Trade/search per BACKFILL_RETRY_SECONDS, not per sweep.
+    """
+    attempts = backfill_attempts if backfill_attempts is not None else {}
+    close_old_connections()
+    done: Counter[str] = Counter()
+    for broker_account_id, newest in checkpoints.items():
+        Account.objects.filter(broker_account_id=broker_account_id).filter(
+            Q(stream_checkpoint__isnull=True) | Q(stream_checkpoint__lt=newest)
+        ).update(stream_checkpoint=newest)
+    done["orphans_attached"] = services.fills_attach_all_orphans()
+    grace = now - timedelta(seconds=2)
+    behind = Order.objects.filter(
+        broker_fill_volume__gt=F("filled_size"),
+        updated_at__lt=grace,
+        broker_order_id__isnull=False,
+    ).values_list("pk", flat=True)[:20]
+    for order_id in behind:
+        last = attempts.get(order_id)
+        if last is not None and (now - last).total_seconds() < BACKFILL_RETRY_SECONDS:
+            continue
+        attempts[order_id] = now
+        try:
+            done["backfilled"] += services.fills_backfill(order_id=order_id)
+        except Exception:
+            logger.warning("backfill of order %s failed", order_id, exc_info=True)
+    action = settings.ORDER_MANAGEMENT.partial_fill_tracking.timeout_action
+    for order in services.orders_past_fill_timeout(now=now):
+        try:
+            handled = services.order_handle_fill_timeout(order=order, action=action, now=now)
+            done[f"timeout:{handled}"] += 1
+        except Exception:
+            logger.warning("fill timeout action for order %s failed", order.pk, exc_info=True)
+    return done
+
+
+def _close_connection() -> None:
+    # Looked up in the calling thread: Django's connections are per thread.
+    connection.close()
+
+
+def write_heartbeat(name: str, started_at: datetime, **fields: Any) -> None:
+    close_old_connections()
+    ListenerHeartbeat.objects.update_or_create(
+        name=name, defaults={**fields, "started_at": started_at, "updated_at": timezone.now()}
+    )
+
+
+# --- Leadership ------------------------------------------------------------------------------
+
+
+class Leadership:
+    """Per-account leadership through PostgreSQL session advisory locks.
+
+    The locks live on a connection of their own (not Django's, which may be closed or pooled
+    between events), so they last exactly as long as this process. On SQLite (the embedded
+    default, one process) every account is led.
+    """
+
+    def __init__(self) -> None:
+        self._conn: psycopg.Connection | None = None
+        self.led: set[int] = set()
+
+    def _connect(self) -> psycopg.Connection | None:
+        if connection.vendor != "postgresql":
+            return None
+        if self._conn is None or self._conn.closed:
+            params = connection.get_connection_params()
+            params.pop("cursor_factory", None)
+            params.pop("context", None)
+            params.pop("pool", None)
+            self._conn = psycopg.connect(**params, autocommit=True)
+            self.led.clear()  # a new session holds no locks
+        return self._conn
+
+    def acquire(self, account_ids: list[int]) -> set[int]:
+        conn = self._connect()
+        if conn is None:
+            self.led = set(account_ids)
+            return self.led
+        for account_id in account_ids:
+            if account_id in self.led:
+                continue
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", (ADVISORY_LOCK_NAMESPACE, account_id)
+            ).fetchone()
+            if row and row[0]:
+                self.led.add(account_id)
+        return self.led
+
+    def release(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()  # closing the session releases every advisory lock
+        self._conn = None
+        self.led.clear()
+
+
+# --- The async side --------------------------------------------------------------------------
+
+
+@dataclass
+class ListenerStats:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    last_event_at: datetime | None = None
+    reconnects: int = 0
+    checkpoints: dict[int, datetime] = field(default_factory=dict)
+
+
+class GatewayListener:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        account_ids: list[int] | None = None,
+        stale_after: float | None = None,
+        sweep_interval: float = 2.0,
+        leadership_poll: float = 5.0,
+        name: str | None = None,
+        client_factory: Callable[[GatewayConfig], ProjectXClient] = ProjectXClient,
+    ) -> None:
+        tracking = settings.ORDER_MANAGEMENT.partial_fill_tracking
+        self.config = config
+        self.requested_accounts = account_ids
+        self.stale_after = stale_after if stale_after is not None else tracking.stale_feed_seconds
+        self.catch_up_margin = timedelta(seconds=tracking.catch_up_margin_seconds)
+        self.sweep_interval = sweep_interval
+        self.leadership_poll = leadership_poll
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.stats = ListenerStats()
+        self.started_at = timezone.now()
+        self._client_factory = client_factory
+        self._leadership = Leadership()
+        self._hub: UserHubClient | None = None
+        self._client: ProjectXClient | None = None
+        self._backfill_attempts: dict[object, datetime] = {}
+        # One database thread, so events are applied one at a time in the broker's order.
+        self._db = sync_to_async(lambda fn, *a, **k: fn(*a, **k), thread_sensitive=True)
+
+    @property
+    def hub(self) -> UserHubClient | None:
+        return self._hub
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._client = self._client_factory(self.config)
+        try:
+            while not stop.is_set():
+                await self._follow_leadership(stop)
+                await self._tick(stop)
+        finally:
+            await self._stop_hub()
+            await self._db(self._leadership.release)
+            await self._client.aclose()
+            await self._db(self._heartbeat, connected=False, subscribed=False)
+            await self._db(_close_connection)
+
+    async def _tick(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=self.sweep_interval)
+        if stop.is_set():
+            return
+        try:
+            done = await self._db(
+                sweep,
+                now=timezone.now(),
+                checkpoints=dict(self.stats.checkpoints),
+                backfill_attempts=self._backfill_attempts,
+            )
+            self.stats.outcomes.update({k: v for k, v in done.items() if v})
+        except Exception:
+            logger.exception("listener sweep failed")
+        hub = self._hub
+        await self._db(
+            self._heartbeat,
+            connected=bool(hub and hub.connected),
+            subscribed=bool(hub and hub.subscribed),
+        )
+
+    def _heartbeat(self, **fields: Any) -> None:
+        hub = self._hub
+        health = hub.health() if hub else None
+        write_heartbeat(
+            self.name,
+            self.started_at,
+            leading_accounts=sorted(self._leadership.led),
+            last_message_at=health.last_message_at if health else None,
+            last_event_at=self.stats.last_event_at,
+            events_applied=sum(v for k, v in self.stats.outcomes.items() if ":" not in k),
+            reconnects=self.stats.reconnects,
+            **fields,
+        )
+
+    async def _follow_leadership(self, stop: asyncio.Event) -> None:
+        wanted = self.requested_accounts or await self._db(
+            lambda: list(
+                Account.objects.filter(active=True).values_list("broker_account_id", flat=True)
+            )
+        )
+        before = set(self._leadership.led)
+        led = await self._db(self._leadership.acquire, list(wanted))
+        if led != before or (led and self._hub is None):
+            logger.info("listener %s leads accounts %s", self.name, sorted(led))
+            await self._stop_hub()
+            if led:
+                await self._start_hub(sorted(led))
+
+    async def _start_hub(self, account_ids: list[int]) -> None:
+        assert self._client is not None
+        self._hub = UserHubClient(
+            self.config.user_hub_url,
+            self._client.get_token,
+            account_ids,
+            on_order=self._event_handler("order"),
+            on_trade=self._event_handler("trade"),
+            on_position=self._event_handler("position"),
+            on_account=self._event_handler("account"),
+            on_connected=lambda: self._catch_up(account_ids),
+            on_disconnected=self._on_disconnected,
+            stale_after=self.stale_after,
+        )
+        await self._hub.start()
+
+    async def _stop_hub(self) -> None:
+        if self._hub is not None:
+            await self._hub.stop()
+            self._hub = None
+
+    async def _on_disconnected(self, reason: str) -> None:
+        self.stats.reconnects += 1
+        logger.warning("listener %s: hub disconnected (%s)", self.name, reason)
+
+    def _event_handler(self, kind: str) -> Callable[[Any, EventAction | None], Any]:
+        async def handle(payload: Any, action: EventAction | None) -> None:
+            outcome = await self._db(
+                apply_event, kind, payload, action, TransitionTrigger.BROKER_STREAM
+            )
+            self.stats.outcomes[f"{kind}:{outcome}"] += 1
+            self.stats.last_event_at = datetime.now(UTC)
+            server_ts = _server_ts(payload)
+            account_id = getattr(payload, "account_id", None)
+            if server_ts is not None and account_id is not None:
+                known = self.stats.checkpoints.get(account_id)
+                if known is None or server_ts > known:
+                    self.stats.checkpoints[account_id] = server_ts
+
+        return handle
+
+    async def _catch_up(self, account_ids: list[int]) -> None:
+        """After every (re)connect: REST from the checkpoint minus the margin, then apply."""
+        assert self._client is not None
+        as_of = datetime.now(UTC)
+        for account_id in account_ids:
+            account = await self._db(_account, account_id)
+            if account is None:
+                continue
+            since = await self._db(catch_up_start, account, self.catch_up_margin)
+            orders = await self._client.search_orders(account_id=account_id, start=since)
+            trades = await self._client.search_trades(account_id=account_id, start=since)
+            positions = await self._client.search_open_positions(account_id=account_id)
+            outcomes = await self._db(apply_catch_up, account_id, orders, trades, positions, as_of)
+            logger.info(
+                "listener %s caught up account %s since %s: %s",
+                self.name,
+                account_id,
+                since.isoformat(),
+                dict(outcomes),
+            )
+
+
+def _server_ts(payload: Any) -> datetime | None:
+    if isinstance(payload, WireOrder):
+        return payload.update_timestamp or payload.creation_timestamp
+    if isinstance(payload, WireTrade | WirePosition):
+        return payload.creation_timestamp
+    if isinstance(payload, WireAccount):
+        return None
+    return None

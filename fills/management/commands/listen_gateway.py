@@ -1,0 +1,59 @@
+"""Listen to the broker's user hub and apply every event (fills, orders, positions, accounts).
+
+Runs until SIGTERM or SIGINT, then closes the hub connection and exits cleanly. After every
+(re)connect it catches up through REST; a stale-feed watchdog forces a reconnect when neither
+events nor pings arrive. Several may run at once: one leads each account (PostgreSQL advisory
+lock), the others stand by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from accounts.gateway import gateway_config_from_settings
+from fills.listener import GatewayListener
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Apply the broker's user-hub events to orders, fills and positions."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--account",
+            dest="accounts",
+            type=int,
+            action="append",
+            help="Only these broker account ids (default: every active one)",
+        )
+        parser.add_argument(
+            "--sweep-interval",
+            type=float,
+            default=2.0,
+            help="Seconds between sweeps (timeouts, orphans, missing fills)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        listener = GatewayListener(
+            gateway_config_from_settings(),
+            account_ids=options["accounts"],
+            sweep_interval=options["sweep_interval"],
+        )
+        asyncio.run(self._run(listener))
+        self.stdout.write(f"listener {listener.name} stopped: {dict(listener.stats.outcomes)}")
+
+    async def _run(self, listener: GatewayListener) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signal_number, stop.set)
+        logger.info("listener %s starting", listener.name)
+        await listener.run(stop)
