@@ -77,16 +77,30 @@ def main() -> None:
                 "PROJECTX_API_KEY": "demo-api-key",
                 "LOG_LEVEL": "WARNING",
             }
-            subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env,
-                           check=True)
+            subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
             bot_token(env, "bench", [ACCOUNT])  # mirrors the broker's accounts
-            listen = [PYTHON, "manage.py", "listen_gateway", "--account", str(ACCOUNT),
-                      "--sweep-interval", "1"]
+            listen = [
+                PYTHON,
+                "manage.py",
+                "listen_gateway",
+                "--account",
+                str(ACCOUNT),
+                "--sweep-interval",
+                "1",
+            ]
             with process(listen, env):
                 sim.wait_for_hub(lambda c: any(x["subscriptions"] for x in c), timeout=30)
-                big = sim.broker.place_order("demo", PlaceOrderRequest(
-                    account_id=ACCOUNT, contract_id=CONTRACT, type=1, side=0,
-                    size=10_000_000, limit_price=Decimal("20000.00")))
+                big = sim.broker.place_order(
+                    "demo",
+                    PlaceOrderRequest(
+                        account_id=ACCOUNT,
+                        contract_id=CONTRACT,
+                        type=1,
+                        side=0,
+                        size=10_000_000,
+                        limit_price=Decimal("20000.00"),
+                    ),
+                )
                 order_id = big.order_id
                 for rate in args.rates:
                     before = count_fills(dsn)
@@ -95,22 +109,35 @@ def main() -> None:
                     done_at = wait_for_count(dsn, before + sent, timeout=600)
                     with psycopg.connect(dsn) as conn:
                         rows_ = conn.execute(
-                            "SELECT broker_ts, received_at FROM fills_fill ORDER BY id "
-                            "OFFSET %s", (before,)).fetchall()
+                            "SELECT broker_ts, received_at FROM fills_fill ORDER BY id OFFSET %s",
+                            (before,),
+                        ).fetchall()
                     latencies = [(r - b).total_seconds() for b, r in rows_]
                     span = (max(r for _, r in rows_) - min(b for b, _ in rows_)).total_seconds()
-                    rows.append((rate, offered, sent, sent / span, percentile(latencies, 0.5),
-                                 percentile(latencies, 0.99)))
+                    rows.append(
+                        (
+                            rate,
+                            offered,
+                            sent,
+                            sent / span,
+                            percentile(latencies, 0.5),
+                            percentile(latencies, 0.99),
+                        )
+                    )
                     del first_id, done_at
     finally:
         sim.stop()
 
     print("fills through the simulator's hub into listen_gateway, on PostgreSQL")
-    print(f"{'offered/s':>10} {'achieved/s':>11} {'fills':>7} {'sustained/s':>12} "
-          f"{'p50 ms':>9} {'p99 ms':>9}")
+    print(
+        f"{'offered/s':>10} {'achieved/s':>11} {'fills':>7} {'sustained/s':>12} "
+        f"{'p50 ms':>9} {'p99 ms':>9}"
+    )
     for rate, offered, sent, sustained, p50, p99 in rows:
-        print(f"{rate:>10} {offered:>11.0f} {sent:>7} {sustained:>12.0f} {p50 * 1000:>9.1f} "
-              f"{p99 * 1000:>9.1f}")
+        print(
+            f"{rate:>10} {offered:>11.0f} {sent:>7} {sustained:>12.0f} {p50 * 1000:>9.1f} "
+            f"{p99 * 1000:>9.1f}"
+        )
     print("budget: 100 ms per fill")
 
 

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0002_grants_contracts_idempotency'),
+        ("accounts", "0002_grants_contracts_idempotency"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='account',
-            name='stream_checkpoint',
+            model_name="account",
+            name="stream_checkpoint",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]
