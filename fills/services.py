@@ -19,8 +19,9 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
+from django.utils import timezone
 
 from accounts.gateway import get_gateway
 from accounts.models import Account, Position, PositionType
@@ -143,44 +144,66 @@ def _settle_fills(
     if target is not None and (target != order.status or self_loop):
         try:
             return order_transition(
-                order_id=order.pk, to_state=target, trigger=trigger, reason=reason, changes=changes
+                order_id=order.pk,
+                to_state=target,
+                trigger=trigger,
+                reason=reason,
+                changes=changes,
+                locked=order,
             )
         except IllegalTransition:
             pass  # e.g. more fills on a filled order: record the numbers below
-    return order_update(order_id=order.pk, changes=changes, trigger=trigger, reason=reason)
+    return order_update(
+        order_id=order.pk, changes=changes, trigger=trigger, reason=reason, locked=order
+    )
+
+
+def _insert_unless_stored(fill: Fill) -> bool:
+    """INSERT ... ON CONFLICT (account, broker_trade_id) DO NOTHING, in one round trip.
+
+    True when this call stored the fill; False when the trade was already there (a replay, or
+    another listener a moment ago). Cheaper than look-up-then-insert and race-free.
+    """
+    fields = [f for f in Fill._meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(fill, add=True), connection) for f in fields]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    table = connection.ops.quote_name(Fill._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "
+            "ON CONFLICT (account_id, broker_trade_id) DO NOTHING RETURNING id",
+            values,
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    fill.pk = row[0]
+    return True
 
 
 @transaction.atomic
 def fill_apply(*, account: Account, trade: WireTrade, trigger: str) -> FillResult:
     order = _lock_order_by_broker_id(account, trade.order_id)
-    existing = (
-        Fill.objects.select_for_update().filter(account=account, broker_trade_id=trade.id).first()
+    fill = Fill(
+        account=account,
+        order=order,
+        broker_trade_id=trade.id,
+        broker_order_id=trade.order_id,
+        contract_id=trade.contract_id,
+        side=_SIDES[trade.side],
+        size=trade.size,
+        price=trade.price,
+        fees=trade.fees or Decimal(0),
+        profit_and_loss=trade.profit_and_loss,
+        voided=trade.voided,
+        broker_ts=trade.creation_timestamp,
     )
-    if existing is not None:
+    if not _insert_unless_stored(fill):
+        existing = Fill.objects.select_for_update().get(account=account, broker_trade_id=trade.id)
         if trade.voided and not existing.voided:
             return _void(existing, order, trigger)
         return FillResult(FillOutcome.DUPLICATE, existing, order)
-
-    try:
-        with transaction.atomic():
-            fill = Fill.objects.create(
-                account=account,
-                order=order,
-                broker_trade_id=trade.id,
-                broker_order_id=trade.order_id,
-                contract_id=trade.contract_id,
-                side=_SIDES[trade.side],
-                size=trade.size,
-                price=trade.price,
-                fees=trade.fees or Decimal(0),
-                profit_and_loss=trade.profit_and_loss,
-                voided=trade.voided,
-                broker_ts=trade.creation_timestamp,
-            )
-    except IntegrityError:
-        # Another listener stored this trade a moment ago (an orphan has no order row to lock).
-        stored = Fill.objects.get(account=account, broker_trade_id=trade.id)
-        return FillResult(FillOutcome.DUPLICATE, stored, order)
 
     if order is None:
         logger.info(
@@ -287,12 +310,13 @@ def fills_backfill(*, order_id: object, trigger: str = TransitionTrigger.BROKER_
 
 
 def _find_or_mirror(account: Account, wire: WireOrder, trigger: str) -> Order:
-    """The local order for a broker order: by broker id, else by our customTag, else a mirror
-    of an order placed outside this system (so its fills have an order to belong to)."""
+    """The local order for a broker order, locked: by broker id, else by our customTag, else
+    a mirror of an order placed outside this system (so its fills have an order to belong to).
+    Call inside a transaction."""
     match = Q(broker_order_id=wire.id)
     if wire.custom_tag:
         match |= Q(custom_tag=wire.custom_tag)
-    order = Order.objects.filter(account=account).filter(match).first()
+    order = Order.objects.select_for_update().filter(account=account).filter(match).first()
     if order is not None:
         return order
     try:
@@ -310,26 +334,29 @@ def _find_or_mirror(account: Account, wire: WireOrder, trigger: str) -> Order:
                 broker_order_id=wire.id,
                 created_by="broker",
             )
-            return order_transition(
+            order_transition(
                 order_id=order.pk,
                 to_state=OrderStatus.SUBMITTING,
                 trigger=trigger,
                 reason="placed outside ordermgmt",
             )
     except IntegrityError:
-        # Another listener mirrored it first.
-        return Order.objects.get(account=account, broker_order_id=wire.id)
+        pass  # another listener mirrored it first
+    return Order.objects.select_for_update().get(account=account, broker_order_id=wire.id)
 
 
+@transaction.atomic
 def order_event_apply(*, account: Account, wire: WireOrder, trigger: str) -> BrokerOrderResult:
     order = _find_or_mirror(account, wire, trigger)
+    had_broker_id = order.broker_order_id is not None
     result = order_apply_broker_order(
         order_id=order.pk,
         broker_order=wire,
         trigger=trigger,
         reason=f"broker status {enums.OrderStatus(wire.status).name}",
+        locked=order,
     )
-    if order.broker_order_id is None:
+    if not had_broker_id:
         fills_attach_orphans(order_id=order.pk, trigger=trigger)
     return result
 
@@ -345,24 +372,49 @@ _POSITION_TYPES = {
 
 @transaction.atomic
 def position_apply(*, account: Account, wire: WirePosition, closed: bool = False) -> str:
-    """Mirror the broker's net position in one contract; ordered by the broker's timestamp."""
-    Position.objects.get_or_create(account=account, contract_id=wire.contract_id)
-    position = Position.objects.select_for_update().get(
-        account=account, contract_id=wire.contract_id
-    )
-    server_ts = wire.creation_timestamp
-    if position.last_server_ts is not None and server_ts < position.last_server_ts:
-        return "stale"
+    """Mirror the broker's net position in one contract, ordered by the broker's timestamp.
+
+    One upsert: insert the row, or update it only when this event is not older than the one
+    applied (`WHERE last_server_ts <= EXCLUDED.last_server_ts`); the version rises with every
+    write. A stale event changes nothing.
+    """
     flat = closed or wire.is_flat
-    updated = Position.objects.filter(pk=position.pk, version=position.version).update(
-        type=PositionType.FLAT if flat else _POSITION_TYPES[wire.type],
-        size=0 if flat else wire.size,
-        average_price=None if flat else wire.average_price,
-        broker_position_id=wire.id,
-        last_server_ts=server_ts,
-        version=F("version") + 1,
-    )
-    return "applied" if updated else "conflict"
+    now = timezone.now()
+    table = connection.ops.quote_name(Position._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (account_id, contract_id, type, size, average_price,
+                                 broker_position_id, last_server_ts, version, created_at,
+                                 updated_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s, %s)
+            ON CONFLICT (account_id, contract_id) DO UPDATE SET
+                type = EXCLUDED.type, size = EXCLUDED.size,
+                average_price = EXCLUDED.average_price,
+                broker_position_id = EXCLUDED.broker_position_id,
+                last_server_ts = EXCLUDED.last_server_ts,
+                version = {table}.version + 1, updated_at = EXCLUDED.updated_at
+            WHERE {table}.last_server_ts IS NULL
+               OR {table}.last_server_ts <= EXCLUDED.last_server_ts
+            RETURNING id
+            """,
+            [
+                account.pk,
+                wire.contract_id,
+                PositionType.FLAT if flat else _POSITION_TYPES[wire.type],
+                0 if flat else wire.size,
+                None
+                if flat
+                else connection.ops.adapt_decimalfield_value(
+                    wire.average_price, **{k: v for k, v in PRICE_DIGITS.items()}
+                ),
+                wire.id,
+                connection.ops.adapt_datetimefield_value(wire.creation_timestamp),
+                connection.ops.adapt_datetimefield_value(now),
+                connection.ops.adapt_datetimefield_value(now),
+            ],
+        )
+        return "applied" if cursor.fetchone() is not None else "stale"
 
 
 def positions_reconcile(
@@ -383,6 +435,7 @@ def positions_reconcile(
     )
 
 
+@transaction.atomic
 def account_apply(*, wire: WireAccount) -> None:
     Account.objects.filter(broker_account_id=wire.id).update(
         name=wire.name,
