@@ -99,6 +99,11 @@ class BrokerGateway:
             "Order/cancel",
         )
 
+    def search_open_orders(self, *, account_id: int) -> list[WireOrder]:
+        return self._run(
+            self._client.search_open_orders(account_id=account_id), None, "Order/searchOpen"
+        )
+
     def get_order(
         self, *, account_id: int, order_id: int, budget: float | None = None
     ) -> WireOrder:

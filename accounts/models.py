@@ -26,6 +26,9 @@ class Account(models.Model):
     # The broker's server time of the newest event applied for this account: after a reconnect
     # the REST catch-up starts from here minus a safety margin.
     stream_checkpoint = models.DateTimeField(null=True, blank=True)
+    # The sequence number of the last order accepted for this account: orders reach the broker
+    # in this order (per-account FIFO), whichever web process accepted them.
+    last_order_seq = models.PositiveBigIntegerField(default=0)
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -102,3 +105,52 @@ class Contract(models.Model):
 
     def is_on_tick(self, price: Decimal) -> bool:
         return price % self.tick_size == 0
+
+
+class PositionClose(models.Model):
+    """One close of one account's position in one contract.
+
+    At most one is in progress per (account, contract): the partial unique constraint makes a
+    second request find the first instead of starting another, across every process.
+    """
+
+    class State(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="closes")
+    contract_id = models.CharField(max_length=64)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.IN_PROGRESS)
+    requested_by = models.CharField(max_length=150, blank=True, default="")
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancelled_orders = models.PositiveIntegerField(default=0)
+    closed_size = models.PositiveIntegerField(default=0)
+    closed_side = models.CharField(max_length=8, blank=True, default="")
+    detail = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "contract_id"],
+                condition=models.Q(state="in_progress"),
+                name="position_close_one_in_progress",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"close {self.contract_id} on {self.account_id} ({self.state})"
+
+
+class BrokerSession(models.Model):
+    """The broker token, shared by every process of the system (one login serves them all)."""
+
+    username = models.CharField(max_length=150, unique=True)
+    token = models.TextField()
+    issued_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"session of {self.username}"

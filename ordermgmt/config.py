@@ -88,6 +88,7 @@ class ConcurrencySettings(_Section):
     retry_backoff_initial_ms: int = Field(20, ge=1, le=10_000)
     retry_backoff_max_ms: int = Field(500, ge=1, le=60_000)
     position_close_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    placement_turn_timeout_seconds: float = Field(30.0, gt=0, le=600)
 
 
 class OrderManagementSettings(_Section):

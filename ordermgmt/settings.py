@@ -31,6 +31,9 @@ VAR_DIR = BASE_DIR / "var"  # the embedded default's state: SQLite file, generat
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
+# --- The tuning file ------------------------------------------------------------------------
+ORDER_MANAGEMENT = load_config(env_path("ORDERMGMT_CONFIG", DEFAULT_CONFIG_PATH))
+
 # --- Database -------------------------------------------------------------------------------
 DATABASE_URL = env_url("DATABASE_URL", schemes={"postgres", "postgresql", "sqlite"})
 EMBEDDED = DATABASE_URL is None
@@ -50,6 +53,7 @@ else:
     except ValueError as exc:
         raise EnvironmentSettingError("DATABASE_URL", DATABASE_URL, str(exc)) from exc
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        _LOCK_TIMEOUT_MS = ORDER_MANAGEMENT.concurrency_control.lock_timeout_ms
         # Under ASGI every request runs in a thread of its own, so per-thread persistent
         # connections would pile up past max_connections: a bounded psycopg pool per process
         # shares a few connections among all threads instead.
@@ -58,6 +62,9 @@ else:
         DATABASES["default"]["OPTIONS"].update(
             {
                 "application_name": env_str("ORDERMGMT_APPLICATION_NAME", "ordermgmt"),
+                # A lock that is not free within concurrencyControl.lockTimeoutMs fails the
+                # statement instead of queueing the request behind it indefinitely.
+                "options": f"-c lock_timeout={_LOCK_TIMEOUT_MS}",
                 "pool": {
                     "min_size": 1,
                     "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20, minimum=1),
@@ -132,9 +139,6 @@ if _projectx_given and len(_projectx_given) < 4:
 PROJECTX_REQUESTS_PER_MINUTE = env_int("PROJECTX_REQUESTS_PER_MINUTE", 200, minimum=1)
 # No PROJECTX_* at all: the system talks to the bundled simulator.
 PROJECTX_USE_SIMULATOR = not _projectx_given
-
-# --- The tuning file ------------------------------------------------------------------------
-ORDER_MANAGEMENT = load_config(env_path("ORDERMGMT_CONFIG", DEFAULT_CONFIG_PATH))
 
 # --- Django ---------------------------------------------------------------------------------
 INSTALLED_APPS = [

@@ -14,7 +14,7 @@ from typing import Any
 from django.utils import timezone
 
 from accounts.gateway import get_gateway
-from orders.exceptions import BrokerUnavailable, IllegalTransition, InvalidOrder
+from orders.exceptions import BrokerUnavailable, IllegalTransition, InvalidOrder, VersionConflict
 from orders.models import TERMINAL_STATES, Order, OrderStatus, TransitionTrigger
 from orders.placement import order_validate_prices, payload_from
 from orders.services import order_apply_broker_order, order_transition, order_update
@@ -127,8 +127,6 @@ def order_modify(
 ) -> Order:
     order = Order.objects.select_related("account").get(pk=order_id)
     if expected_version is not None and order.version != expected_version:
-        from orders.exceptions import VersionConflict
-
         raise VersionConflict(current=order, expected_version=expected_version)
     if order.status in {OrderStatus.SUBMITTING, OrderStatus.UNKNOWN, OrderStatus.CREATED}:
         raise OutcomeNotKnownYet(order_id=order.pk, from_state=order.status, to_state=order.status)
@@ -151,6 +149,18 @@ def order_modify(
             size=new_size,
             **prices,
         )
+    )
+    # Claim the version before calling the broker: of two writers that read the same version,
+    # exactly one gets past this write; the other gets the conflict (412) and sends nothing.
+    # (The broker call cannot happen under the row lock: no network I/O in a transaction.)
+    order = order_update(
+        order_id=order.pk,
+        expected_version=expected_version,
+        changes={},
+        trigger=trigger,
+        actor=actor,
+        reason="modify requested: "
+        + ", ".join(f"{name}={value}" for name, value in sorted(changes.items())),
     )
 
     try:

@@ -79,3 +79,38 @@ class BrokerUnavailable(OrderError):
     """The broker could not be asked something we need before acting (e.g. a contract)."""
 
     code = "broker_unavailable"
+
+
+class PlacementQueueFull(OrderError):
+    """The account already has the configured number of orders waiting to be sent."""
+
+    code = "placement_queue_full"
+    retry_after = 1
+
+    def __init__(self, *, waiting: int) -> None:
+        super().__init__(
+            f"{waiting} orders are already waiting to be sent on this account; retry shortly"
+        )
+        self.waiting = waiting
+
+
+class PositionClosing(OrderError):
+    """A close of this account's position in the contract is in progress."""
+
+    code = "position_closing"
+
+    def __init__(self, *, contract_id: str) -> None:
+        super().__init__(
+            f"a close of the position in {contract_id} is in progress; new orders on it are "
+            "refused until it ends"
+        )
+        self.contract_id = contract_id
+
+
+class IfMatchRequired(OrderError):
+    """A change was asked for without saying which version of the order it applies to."""
+
+    code = "if_match_required"
+
+    def __init__(self) -> None:
+        super().__init__('send If-Match: "<version>" with the version of the order you read')

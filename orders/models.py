@@ -115,6 +115,9 @@ class Order(FSMModelMixin, models.Model):
     )
     verification_attempts = models.PositiveIntegerField(default=0)
     created_by = models.CharField(max_length=150, blank=True, default="")
+    # Acceptance order within the account (Account.last_order_seq); None for orders placed
+    # outside this system.
+    account_seq = models.PositiveBigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -135,10 +138,21 @@ class Order(FSMModelMixin, models.Model):
                 name="order_unique_custom_tag",
             ),
             models.CheckConstraint(condition=Q(size__gte=1), name="order_size_positive"),
+            models.UniqueConstraint(
+                fields=["account", "account_seq"],
+                condition=Q(account_seq__isnull=False),
+                name="order_unique_account_seq",
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "state_entered_at"], name="order_status_entered"),
             models.Index(fields=["account", "created_at"], name="order_account_created"),
+            # The placement queue: an account's orders still waiting to be sent.
+            models.Index(
+                fields=["account", "account_seq"],
+                condition=Q(status="created"),
+                name="order_placement_queue",
+            ),
         ]
 
     def __str__(self) -> str:

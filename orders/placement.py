@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,14 +29,24 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.gateway import get_gateway
-from accounts.models import Account
+from accounts.models import Account, PositionClose
 from accounts.services import contract_resolve
+from ordermgmt import metrics
+from ordermgmt.locking import (
+    ADVISORY_NAMESPACE_PLACEMENT,
+    TurnTimeout,
+    advisory_lock,
+    lock_in_order,
+    retry_on_deadlock,
+)
 from orders import idempotency
 from orders.exceptions import (
     BrokerUnavailable,
     IdempotencyKeyReused,
     IllegalTransition,
     InvalidOrder,
+    PlacementQueueFull,
+    PositionClosing,
     RequestInProgress,
 )
 from orders.models import IdempotencyRecord, Order, OrderStatus, OrderType, TransitionTrigger
@@ -192,29 +203,7 @@ def order_place(
 
     order_validate_prices(payload=payload)
     try:
-        with transaction.atomic():
-            order = order_create(
-                account_id=account.pk,
-                contract_id=payload.contract_id,
-                side=payload.side,
-                type=payload.type,
-                size=payload.size,
-                limit_price=payload.limit_price,
-                stop_price=payload.stop_price,
-                trail_price=payload.trail_price,
-                idempotency_key=key,
-                custom_tag=idempotency.custom_tag_for(
-                    account_broker_id=account.broker_account_id, key=key
-                ),
-                created_by=actor,
-            )
-            record = IdempotencyRecord.objects.create(
-                account=account,
-                key=key,
-                request_fingerprint=fingerprint,
-                order=order,
-                expires_at=now + timedelta(seconds=config.key_ttl_seconds),
-            )
+        order, record = _accept(account, payload, key, fingerprint, actor, now)
     except IntegrityError:
         # Another request with this key won the insert a moment ago.
         previous = _previous_outcome(account, key, fingerprint)
@@ -222,7 +211,7 @@ def order_place(
             return previous
         raise IdempotencyKeyReused(key) from None
 
-    result = _submit(order, actor=actor, trigger=trigger)
+    result = _send_in_turn(order, actor=actor, trigger=trigger)
     body = render(result.order)
     IdempotencyRecord.objects.filter(pk=record.pk).update(
         state=IdempotencyRecord.State.COMPLETED,
@@ -232,6 +221,123 @@ def order_place(
     record.refresh_from_db()
     _remember(account, key, record)
     return PlacementResult(result.order, result.http_status, retry_after=result.retry_after)
+
+
+@retry_on_deadlock
+@transaction.atomic
+def _accept(
+    account: Account,
+    payload: idempotency.OrderPayload,
+    key: str,
+    fingerprint: str,
+    actor: str,
+    now: Any,
+) -> tuple[Order, IdempotencyRecord]:
+    """Store the order (`created`) with its place in the account's queue, or refuse it whole.
+
+    Under the account's row lock (the first lock of the hierarchy): the queue depth, a close in
+    progress on the contract, and the next sequence number are decided by one writer at a time.
+    """
+    config = settings.ORDER_MANAGEMENT
+    locked = lock_in_order(accounts=[account])["account"][0]
+    if PositionClose.objects.filter(
+        account=locked, contract_id=payload.contract_id, state=PositionClose.State.IN_PROGRESS
+    ).exists():
+        raise PositionClosing(contract_id=payload.contract_id)
+    waiting = Order.objects.filter(account=locked, status=OrderStatus.CREATED).count()
+    if waiting >= config.concurrency_control.max_queue_depth_per_account:
+        metrics.placement_queue_rejections_total.inc()
+        raise PlacementQueueFull(waiting=waiting)
+    seq = locked.last_order_seq + 1
+    Account.objects.filter(pk=locked.pk).update(last_order_seq=seq)
+    order = order_create(
+        account_id=locked.pk,
+        contract_id=payload.contract_id,
+        side=payload.side,
+        type=payload.type,
+        size=payload.size,
+        limit_price=payload.limit_price,
+        stop_price=payload.stop_price,
+        trail_price=payload.trail_price,
+        idempotency_key=key,
+        custom_tag=idempotency.custom_tag_for(account_broker_id=locked.broker_account_id, key=key),
+        created_by=actor,
+        account_seq=seq,
+    )
+    record = IdempotencyRecord.objects.create(
+        account=locked,
+        key=key,
+        request_fingerprint=fingerprint,
+        order=order,
+        expires_at=now + timedelta(seconds=config.idempotency.key_ttl_seconds),
+    )
+    return order, record
+
+
+def _status_for(order: Order) -> int:
+    """The HTTP status a placement answers with, from where the order stands."""
+    if order.status in {OrderStatus.SUBMITTING, OrderStatus.UNKNOWN, OrderStatus.CREATED}:
+        return 202
+    if (
+        order.status
+        in {OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.FAILED, OrderStatus.EXPIRED}
+        and order.filled_size == 0
+    ):
+        return 422
+    return 201
+
+
+def _send_in_turn(order: Order, *, actor: str, trigger: str) -> PlacementResult:
+    """Send the account's waiting orders in acceptance order, up to and including this one.
+
+    One request at a time per account holds the account's turn (a PostgreSQL advisory lock, so
+    across every web process). The holder sends every order accepted before its own that is
+    still waiting, then its own: whoever gets the turn, the broker sees the account's orders in
+    the order the system accepted them. A request whose order was sent by an earlier holder
+    reads the outcome from the database. Orders left waiting longer than
+    `lifecycle.stuckAfterSeconds.created` (their process died) are cancelled, never sent late.
+    """
+    config = settings.ORDER_MANAGEMENT
+    stale_after = timedelta(seconds=config.lifecycle.stuck_after_seconds.created)
+    try:
+        with advisory_lock(
+            ADVISORY_NAMESPACE_PLACEMENT,
+            order.account_id,
+            timeout=config.concurrency_control.placement_turn_timeout_seconds,
+        ):
+            while True:
+                waiting = (
+                    Order.objects.select_related("account")
+                    .filter(account_id=order.account_id, status=OrderStatus.CREATED)
+                    .order_by("account_seq")
+                    .first()
+                )
+                if waiting is None or waiting.account_seq > order.account_seq:
+                    break  # ours went out in an earlier holder's turn
+                if timezone.now() - waiting.created_at > stale_after:
+                    _cancel_unsent(waiting, "not sent within the time allowed after acceptance")
+                    continue
+                result = _submit(waiting, actor=waiting.created_by or actor, trigger=trigger)
+                if waiting.pk == order.pk:
+                    return result
+    except TurnTimeout:
+        _cancel_unsent(order, "the account's placement queue did not move in time")
+    current = Order.objects.select_related("account").get(pk=order.pk)
+    retry_after = 1.0 if current.status == OrderStatus.CANCELLED else None
+    status = 503 if retry_after is not None and current.filled_size == 0 else _status_for(current)
+    return PlacementResult(current, status, retry_after=retry_after)
+
+
+def _cancel_unsent(order: Order, reason: str) -> None:
+    # IllegalTransition: it was sent meanwhile, and its outcome stands.
+    with contextlib.suppress(IllegalTransition):
+        order_transition(
+            order_id=order.pk,
+            to_state=OrderStatus.CANCELLED,
+            trigger=TransitionTrigger.SWEEPER,
+            reason=reason,
+            changes={"status_reason": reason},
+        )
 
 
 def _submit(order: Order, *, actor: str, trigger: str) -> PlacementResult:

@@ -270,6 +270,7 @@ def order_create(
     custom_tag: str | None = None,
     broker_order_id: int | None = None,
     created_by: str = "",
+    account_seq: int | None = None,
 ) -> Order:
     """Store a new order in `created`. Placement (issue: placing orders) builds on this."""
     return Order.objects.create(
@@ -285,6 +286,7 @@ def order_create(
         custom_tag=custom_tag,
         broker_order_id=broker_order_id,
         created_by=created_by,
+        account_seq=account_seq,
         status=OrderStatus.CREATED,
         state_entered_at=timezone.now(),
     )

@@ -26,6 +26,9 @@ def error_body(code: str, message: str, fields: dict[str, Any] | None = None) ->
 
 
 _DOMAIN_STATUS: list[tuple[type[Exception], int]] = [
+    (order_errors.PlacementQueueFull, status.HTTP_429_TOO_MANY_REQUESTS),
+    (order_errors.PositionClosing, status.HTTP_409_CONFLICT),
+    (order_errors.IfMatchRequired, status.HTTP_428_PRECONDITION_REQUIRED),
     (order_errors.InvalidOrder, status.HTTP_400_BAD_REQUEST),
     (order_errors.IdempotencyKeyReused, status.HTTP_422_UNPROCESSABLE_ENTITY),
     (order_errors.RequestInProgress, status.HTTP_409_CONFLICT),
@@ -56,6 +59,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             response = Response(
                 error_body(getattr(exc, "code", "error"), str(exc), fields), status=http_status
             )
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after is not None:
+                response["Retry-After"] = str(retry_after)
             current = getattr(exc, "current", None)
             if current is not None:
                 from orders.api.serializers import OrderOutputSerializer

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from django.urls import path
 
-from accounts.api.views import AccountListApi
+from accounts.api.views import AccountListApi, PositionListApi
 from orders.api.views import (
     OrderCancelApi,
     OrderDetailApi,
     OrderFillsApi,
     OrderListCreateApi,
     OrderTransitionsApi,
+    PositionCloseApi,
 )
 
 app_name = "api"
@@ -24,4 +25,6 @@ urlpatterns = [
         name="order-transitions",
     ),
     path("orders/<uuid:order_id>/fills/", OrderFillsApi.as_view(), name="order-fills"),
+    path("positions/", PositionListApi.as_view(), name="position-list"),
+    path("positions/close", PositionCloseApi.as_view(), name="position-close"),
 ]

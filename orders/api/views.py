@@ -14,7 +14,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import PositionClose
 from accounts.selectors import accounts_visible_to
+from ordermgmt.api.errors import error_body
 from orders.amend import order_cancel, order_modify
 from orders.api.serializers import (
     FillOutputSerializer,
@@ -24,8 +26,10 @@ from orders.api.serializers import (
     OrderOutputSerializer,
     OrderTransitionOutputSerializer,
 )
+from orders.exceptions import IfMatchRequired
 from orders.models import Order
 from orders.placement import order_place, payload_from
+from orders.position_close import position_close
 from orders.selectors import order_fills, order_list, order_transitions, orders_visible_to
 
 IDEMPOTENCY_DOC = (
@@ -54,11 +58,11 @@ def _order_response(request: Request, order: Order, status: int, data: Any = Non
     return response
 
 
-def _if_match_version(request: Request) -> int | None:
-    """The version in `If-Match: "<version>"`, or None when the header is absent."""
+def _if_match_version(request: Request) -> int:
+    """The version in `If-Match: "<version>"`; a change without it is refused (428)."""
     raw = request.headers.get("If-Match")
     if raw is None:
-        return None
+        raise IfMatchRequired()
     value = raw.strip()
     if value.startswith("W/"):
         value = value[2:]
@@ -191,3 +195,62 @@ class OrderFillsApi(APIView):
     def get(self, request: Request, order_id: str) -> Response:
         order = _visible_order(request, order_id)
         return Response(FillOutputSerializer(order_fills(order=order), many=True).data)
+
+
+class PositionCloseInputSerializer(serializers.Serializer):
+    account = serializers.IntegerField(help_text="The broker's account id")
+    contract_id = serializers.CharField(max_length=64)
+
+
+class PositionCloseOutputSerializer(serializers.ModelSerializer):
+    account = serializers.IntegerField(source="account.broker_account_id")
+
+    class Meta:
+        model = PositionClose
+        fields = [
+            "id",
+            "account",
+            "contract_id",
+            "state",
+            "requested_by",
+            "started_at",
+            "finished_at",
+            "cancelled_orders",
+            "closed_size",
+            "closed_side",
+            "detail",
+        ]
+        read_only_fields = fields
+
+
+class PositionCloseApi(APIView):
+    @extend_schema(
+        operation_id="positions_close",
+        description=(
+            "Close the account's position in the contract: cancel its working orders, wait for "
+            "the broker to confirm, then close the position as it stands, at market. One close "
+            "per account and contract at a time: a request during a close joins it and gets its "
+            "result. New orders on the contract are refused with 409 until the close ends."
+        ),
+        request=PositionCloseInputSerializer,
+        responses={200: PositionCloseOutputSerializer, 503: PositionCloseOutputSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        data = PositionCloseInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        account = (
+            accounts_visible_to(request.user)
+            .filter(broker_account_id=data.validated_data["account"])
+            .first()
+        )
+        if account is None:
+            raise serializers.ValidationError({"account": ["unknown account"]})
+        close = position_close(
+            account=account,
+            contract_id=data.validated_data["contract_id"],
+            actor=request.user.get_username(),
+        )
+        body = PositionCloseOutputSerializer(close).data
+        if close.state != PositionClose.State.DONE:
+            return Response({**error_body("close_failed", close.detail), "close": body}, status=503)
+        return Response(body)

@@ -179,10 +179,11 @@ class TestWorkingOrders:
             format="json",
             HTTP_IF_MATCH=f'"{created["version"]}"',
         )
-        # should change the order at the broker and here, with a new version
+        # should change the order at the broker and here; the request (which claims the
+        # version) and the change are both recorded, each a version
         assert response.status_code == 200, response.json()
         assert response.json()["size"] == 3
-        assert response.json()["version"] == created["version"] + 1
+        assert response.json()["version"] == created["version"] + 2
         held = broker_orders(sim)[0]
         assert (held["size"], Decimal(str(held["limitPrice"]))) == (3, Decimal("20000.50"))
 
@@ -237,3 +238,17 @@ def test_a_bot_over_its_rate_gets_429_with_retry_after(bot, outsider, sim, monke
     assert answers[-1].json()["error"]["code"] == "throttled"
     # should count per token: another bot is not slowed by this one
     assert outsider.get("/api/v1/orders/").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("method", ["patch", "cancel"])
+def test_a_change_without_if_match_is_428(bot, sim, method) -> None:
+    created = place(bot, key=f"no-if-match-{method}").json()
+    if method == "patch":
+        response = bot.patch(f"/api/v1/orders/{created['id']}/", {"size": 3}, format="json")
+    else:
+        response = bot.post(f"/api/v1/orders/{created['id']}/cancel/")
+    # should refuse a change that does not say which version it applies to, and change nothing
+    assert response.status_code == 428
+    assert response.json()["error"]["code"] == "if_match_required"
+    assert Order.objects.get(pk=created["id"]).version == created["version"]

@@ -1,0 +1,165 @@
+"""Lock ordering and deadlock retry: the one place that takes several locks.
+
+Every code path that locks more than one row takes the locks in the order
+Account -> Position -> Order, and within a kind in primary-key order. Two transactions that
+lock in the same global order can wait for each other but never deadlock; a path that locked
+an order and then its account while another locked the account and then the order would.
+PostgreSQL still aborts a transaction now and then (a deadlock among paths we do not order,
+a serialization failure): `retry_on_deadlock` re-runs it from fresh state with jittered
+backoff, a bounded number of times, and counts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, ParamSpec, TypeVar
+
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+
+from ordermgmt import metrics
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# SQLSTATEs PostgreSQL uses for "your transaction lost a race; run it again".
+DEADLOCK_DETECTED = "40P01"
+SERIALIZATION_FAILURE = "40001"
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    cause = exc.__cause__ or exc
+    return getattr(cause, "sqlstate", None)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return _sqlstate(exc) in {DEADLOCK_DETECTED, SERIALIZATION_FAILURE}
+
+
+def retry_on_deadlock(func: Callable[P, R]) -> Callable[P, R]:
+    """Run `func` (which must open its own transaction) again when PostgreSQL aborts it for a
+    deadlock or a serialization failure. Never use inside an outer transaction: the retry must
+    start from fresh state."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        control = settings.ORDER_MANAGEMENT.concurrency_control
+        delay = control.retry_backoff_initial_ms / 1000
+        for attempt in range(control.deadlock_max_retries + 1):
+            try:
+                return func(*args, **kwargs)
+            except OperationalError as exc:
+                if not is_retryable(exc) or attempt == control.deadlock_max_retries:
+                    raise
+                if connection.in_atomic_block:
+                    raise  # inside someone else's transaction: let the outermost retry
+                metrics.deadlocks_total.inc()
+                metrics.transaction_retries_total.inc()
+                logger.warning("%s: %s; retry %d", func.__name__, _sqlstate(exc), attempt + 1)
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, control.retry_backoff_max_ms / 1000)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def lock_in_order(
+    *,
+    accounts: Iterable[Any] = (),
+    positions: Iterable[Any] = (),
+    orders: Iterable[Any] = (),
+) -> dict[str, list[Any]]:
+    """Lock the given rows (model instances or primary keys) Account -> Position -> Order.
+
+    Must run inside a transaction. Returns the locked rows, fresh from the database, by kind.
+    """
+    from accounts.models import Account, Position
+    from orders.models import Order
+
+    if not connection.in_atomic_block:
+        raise RuntimeError("lock_in_order must run inside transaction.atomic()")
+    locked: dict[str, list[Any]] = {}
+    for kind, model, items in (
+        ("account", Account, accounts),
+        ("position", Position, positions),
+        ("order", Order, orders),
+    ):
+        keys = sorted({getattr(item, "pk", item) for item in items}, key=str)
+        if not keys:
+            locked[kind] = []
+            continue
+        started = time.perf_counter()
+        # ORDER BY pk: within a kind, always the same order too.
+        rows = list(model.objects.select_for_update().filter(pk__in=keys).order_by("pk"))
+        metrics.lock_wait_seconds.labels(kind).observe(time.perf_counter() - started)
+        metrics.lock_acquisitions_total.labels(kind).inc(len(rows))
+        locked[kind] = rows
+    return locked
+
+
+def atomic_with_retry(func: Callable[P, R]) -> Callable[P, R]:
+    """`retry_on_deadlock` around `transaction.atomic`: the usual shape for a writer."""
+    return retry_on_deadlock(transaction.atomic(func))
+
+
+# --- Advisory locks: one holder at a time across every process -----------------------------
+
+ADVISORY_NAMESPACE_PLACEMENT = 0x6F70  # "op": an account's placement turn
+_local_locks: dict[tuple[int, int], Any] = {}
+_local_locks_guard = threading.Lock()
+
+
+class TurnTimeout(Exception):
+    """The lock was not free within the time allowed."""
+
+
+@contextlib.contextmanager
+def advisory_lock(namespace: int, key: int, *, timeout: float) -> Any:
+    """Hold a PostgreSQL session advisory lock (namespace, key) for the block.
+
+    Taken outside any transaction, so that the block may call the broker (no network I/O in a
+    transaction), and released in `finally`; if the process dies, PostgreSQL releases it with
+    the session. On SQLite (the embedded default, one process) a process-local lock stands in.
+    Waits up to `timeout` seconds, then raises TurnTimeout.
+    """
+    if connection.in_atomic_block:
+        raise RuntimeError("advisory_lock must not be taken inside a transaction")
+    started = time.perf_counter()
+    if connection.vendor != "postgresql":
+        with _local_locks_guard:
+            lock = _local_locks.setdefault((namespace, key), threading.Lock())
+        if not lock.acquire(timeout=timeout):
+            raise TurnTimeout(f"lock {namespace}:{key} busy for {timeout} s")
+        try:
+            yield
+        finally:
+            lock.release()
+        return
+
+    deadline = started + timeout
+    pause = 0.002
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [namespace, key])
+            if cursor.fetchone()[0]:
+                break
+            if time.perf_counter() >= deadline:
+                raise TurnTimeout(f"lock {namespace}:{key} busy for {timeout} s")
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, 0.05)
+    metrics.lock_wait_seconds.labels("advisory").observe(time.perf_counter() - started)
+    metrics.lock_acquisitions_total.labels("advisory").inc()
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [namespace, key])

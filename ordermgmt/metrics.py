@@ -1,0 +1,92 @@
+"""The Prometheus metrics of the whole system, in one registry.
+
+Metric names are part of the operators' contract (alert rules, dashboards): keep them.
+Several worker processes export one view through prometheus-client's multiprocess mode when
+`PROMETHEUS_MULTIPROC_DIR` is set (see the /metrics view).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+order_lifecycle_transitions_total = Counter(
+    "order_lifecycle_transitions_total",
+    "Order state changes, by origin state, target state and trigger",
+    ["from", "to", "trigger"],
+)
+order_corrections_total = Counter(
+    "order_corrections_total",
+    "Terminal states corrected by late broker evidence",
+    ["from", "to"],
+)
+order_verification_attempts_total = Counter(
+    "order_verification_attempts_total",
+    "Verification attempts of orders whose placement outcome was unknown",
+    ["phase", "outcome"],
+)
+order_fill_events_total = Counter(
+    "order_fill_events_total",
+    "Fill events by outcome (applied, duplicate, stale, voided, orphan)",
+    ["outcome"],
+)
+order_fill_timeouts_total = Counter(
+    "order_fill_timeouts_total",
+    "Orders that did not complete within the partial fill timeout, by action",
+    ["action"],
+)
+idempotency_cache_hits = Counter(
+    "idempotency_cache_hits", "Idempotency look-ups answered by the cache"
+)
+idempotency_cache_misses = Counter(
+    "idempotency_cache_misses", "Idempotency look-ups the cache could not answer"
+)
+lock_acquisitions_total = Counter(
+    "lock_acquisitions_total", "Row and advisory locks taken, by kind", ["kind"]
+)
+lock_wait_seconds = Histogram(
+    "lock_wait_seconds",
+    "Time spent waiting for locks, by kind",
+    ["kind"],
+    buckets=LATENCY_BUCKETS,
+)
+deadlocks_total = Counter(
+    "deadlocks_total", "Transactions PostgreSQL aborted for a deadlock or serialization failure"
+)
+transaction_retries_total = Counter(
+    "transaction_retries_total", "Transactions retried after a deadlock or serialization failure"
+)
+order_stuck_total = Counter(
+    "order_stuck_total", "Orders found stuck in a state past its threshold", ["state"]
+)
+placement_queue_rejections_total = Counter(
+    "placement_queue_rejections_total", "Placements refused because an account's queue was full"
+)
+listener_connected = Gauge(
+    "listener_connected",
+    "1 while the user-hub listener is connected and subscribed",
+    multiprocess_mode="max",
+)
+listener_last_event_age_seconds = Gauge(
+    "listener_last_event_age_seconds",
+    "Seconds since the listener last heard from the broker",
+    multiprocess_mode="min",
+)
+order_placement_seconds = Histogram(
+    "order_placement_seconds",
+    "Placement latency, request to broker answer",
+    ["outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+order_verification_seconds = Histogram(
+    "order_verification_seconds",
+    "Duration of one verification attempt",
+    ["outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+fill_processing_seconds = Histogram(
+    "fill_processing_seconds",
+    "Broker event to database commit, per fill",
+    buckets=LATENCY_BUCKETS,
+)
