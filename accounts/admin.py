@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
-from accounts.models import Account, Position
+from accounts.models import Account, Position, PositionClose
 
 
 @admin.register(Account)
@@ -42,4 +43,24 @@ class PositionAdmin(admin.ModelAdmin):
     ]
 
     def has_add_permission(self, request: object) -> bool:
+        return False
+
+
+@admin.register(PositionClose)
+class PositionCloseAdmin(admin.ModelAdmin):
+    list_display = [
+        "contract_id",
+        "account",
+        "state",
+        "requested_by",
+        "closed_size",
+        "closed_side",
+        "cancelled_orders",
+        "started_at",
+        "finished_at",
+    ]
+    list_filter = ["state"]
+    readonly_fields = [f.name for f in PositionClose._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

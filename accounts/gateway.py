@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 
+from accounts.broker_session import SharedSessionClient
 from projectx.client import ProjectXClient
 from projectx.config import GatewayConfig
 from projectx.errors import GatewayTimeout
@@ -56,7 +57,7 @@ class BrokerGateway:
         limiter = SlidingWindowRateLimiter(
             self.config.general_rate_limit, self.config.bars_rate_limit
         )
-        return ProjectXClient(self.config, rate_limiter=limiter)
+        return SharedSessionClient(self.config, rate_limiter=limiter)
 
     def _run(self, coro: Coroutine[Any, Any, T], budget: float | None, name: str = "") -> T:
         if budget is not None:

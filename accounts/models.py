@@ -148,8 +148,10 @@ class BrokerSession(models.Model):
     """The broker token, shared by every process of the system (one login serves them all)."""
 
     username = models.CharField(max_length=150, unique=True)
-    token = models.TextField()
-    issued_at = models.DateTimeField()
+    token = models.TextField(blank=True, default="")
+    issued_at = models.DateTimeField(null=True, blank=True)
+    # A lease: the one process refreshing the token until then (a conditional UPDATE claims it).
+    refreshing_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

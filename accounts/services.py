@@ -11,7 +11,7 @@ from projectx.errors import BrokerRejected
 
 logger = logging.getLogger(__name__)
 
-CONTRACT_LOOKUP_BUDGET_SECONDS = 2.0
+CONTRACT_LOOKUP_BUDGET_SECONDS = 5.0
 
 
 def contract_resolve(*, contract_id: str) -> Contract | None:

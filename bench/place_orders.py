@@ -26,11 +26,11 @@ ACCOUNT = 1001
 CONTRACT = "CON.F.US.MNQ.Z26"
 
 
-def order_body(index: int) -> dict:
+def order_body(index: int, account: int = ACCOUNT) -> dict:
     # Resting limit buys below the market (21000), one tick apart: every order is distinct.
     price = Decimal("20000.00") - Decimal("0.25") * (index % 2000)
     return {
-        "account": ACCOUNT,
+        "account": account,
         "contract_id": CONTRACT,
         "side": "buy",
         "type": "limit",
@@ -39,7 +39,14 @@ def order_body(index: int) -> dict:
     }
 
 
-def run(app_url: str, token: str, jobs: list[int], clients: int) -> tuple[list[float], Counter]:
+def run(
+    app_url: str,
+    token: str,
+    jobs: list[int],
+    clients: int,
+    accounts: list[int] | None = None,
+    key_prefix: str = "bench",
+) -> tuple[list[float], Counter]:
     latencies: list[float] = []
     statuses: Counter = Counter()
     lock = threading.Lock()
@@ -51,8 +58,11 @@ def run(app_url: str, token: str, jobs: list[int], clients: int) -> tuple[list[f
                 base_url=app_url, timeout=60, headers={"Authorization": f"Token {token}"}
             )
         started = time.perf_counter()
+        account = accounts[index % len(accounts)] if accounts else ACCOUNT
         response = local.http.post(
-            "/api/v1/orders/", json=order_body(index), headers={"Idempotency-Key": f"bench-{index}"}
+            "/api/v1/orders/",
+            json=order_body(index, account),
+            headers={"Idempotency-Key": f"{key_prefix}-{index}"},
         )
         elapsed = time.perf_counter() - started
         replayed = response.headers.get("Idempotent-Replayed") == "true"

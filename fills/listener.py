@@ -33,6 +33,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Min, Q
 from django.utils import timezone
 
+from accounts.broker_session import SharedSessionClient
 from accounts.models import Account
 from fills import services
 from fills.models import ListenerHeartbeat
@@ -292,7 +293,7 @@ class GatewayListener:
         sweep_interval: float = 2.0,
         leadership_poll: float = 5.0,
         name: str | None = None,
-        client_factory: Callable[[GatewayConfig], ProjectXClient] = ProjectXClient,
+        client_factory: Callable[[GatewayConfig], ProjectXClient] = SharedSessionClient,
     ) -> None:
         tracking = settings.ORDER_MANAGEMENT.partial_fill_tracking
         self.config = config

@@ -145,17 +145,18 @@ def advisory_lock(namespace: int, key: int, *, timeout: float) -> Any:
             lock.release()
         return
 
-    deadline = started + timeout
-    pause = 0.002
+    # A blocking wait, bounded by lock_timeout for this one statement: PostgreSQL queues the
+    # waiters in arrival order and wakes the next one when the lock frees; no polling.
     with connection.cursor() as cursor:
-        while True:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [namespace, key])
-            if cursor.fetchone()[0]:
-                break
-            if time.perf_counter() >= deadline:
-                raise TurnTimeout(f"lock {namespace}:{key} busy for {timeout} s")
-            time.sleep(pause * random.uniform(0.5, 1.5))
-            pause = min(pause * 2, 0.05)
+        cursor.execute(f"SET lock_timeout = {max(1, int(timeout * 1000))}")
+        try:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [namespace, key])
+        except OperationalError as exc:
+            if _sqlstate(exc) == LOCK_NOT_AVAILABLE:
+                raise TurnTimeout(f"lock {namespace}:{key} busy for {timeout} s") from exc
+            raise
+        finally:
+            cursor.execute("RESET lock_timeout")  # back to the connection's configured value
     metrics.lock_wait_seconds.labels("advisory").observe(time.perf_counter() - started)
     metrics.lock_acquisitions_total.labels("advisory").inc()
     try:

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from accounts.admin import PositionAdmin
+from accounts.models import Position, PositionClose
 from fills.models import Fill
-from orders.models import Order, OrderTransition
+from orders.models import Order, OrderTransition, TransitionTrigger
+from orders.position_close import position_close
 
 
 class OrderTransitionInline(admin.TabularInline):
@@ -116,3 +119,73 @@ class OrderAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
         return super().get_queryset(request).select_related("account")
+
+
+# --- Actions: each calls the same service as the API, and records who did it. ---------------
+
+
+@admin.action(description="Cancel the selected orders at the broker")
+def cancel_orders(modeladmin: OrderAdmin, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+    from orders.amend import order_cancel
+
+    done, failed = 0, []
+    for order in queryset:
+        try:
+            # The version the person saw when they ticked the box: a changed order is refused.
+            order_cancel(
+                order_id=order.pk,
+                expected_version=order.version,
+                actor=request.user.get_username(),
+                trigger=TransitionTrigger.ADMIN,
+            )
+            done += 1
+        except Exception as exc:
+            failed.append(f"{order.pk}: {exc}")
+    _report(modeladmin, request, f"cancel requested for {done} order(s)", failed)
+
+
+@admin.action(description="Verify the selected unknown orders with the broker now")
+def verify_orders(modeladmin: OrderAdmin, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+    from orders.verification import order_verify
+
+    outcomes, failed = [], []
+    for order in queryset:
+        try:
+            result = order_verify(order_id=order.pk, actor=request.user.get_username())
+            outcomes.append(f"{order.pk}: {result.outcome}")
+        except Exception as exc:
+            failed.append(f"{order.pk}: {exc}")
+    _report(modeladmin, request, "; ".join(outcomes) or "nothing to verify", failed)
+
+
+def _report(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, summary: str, failed: list[str]
+) -> None:
+    modeladmin.message_user(request, summary, messages.SUCCESS if not failed else messages.WARNING)
+    for line in failed:
+        modeladmin.message_user(request, line, messages.ERROR)
+
+
+OrderAdmin.actions = [cancel_orders, verify_orders]
+
+
+@admin.action(description="Close the selected positions at market")
+def close_positions(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Position]
+) -> None:
+    # The same coordination as POST /api/v1/positions/close. Registered here, on the accounts
+    # app's Position admin, because orders depends on accounts and not the other way round.
+    for position in queryset.select_related("account"):
+        close = position_close(
+            account=position.account,
+            contract_id=position.contract_id,
+            actor=request.user.get_username(),
+            trigger=TransitionTrigger.ADMIN,
+        )
+        level = messages.SUCCESS if close.state == PositionClose.State.DONE else messages.ERROR
+        modeladmin.message_user(
+            request, f"{position.contract_id}: {close.state}. {close.detail}", level
+        )
+
+
+PositionAdmin.actions = [close_positions]

@@ -33,6 +33,9 @@ REDIS_AVAILABLE = _answers("127.0.0.1", 6379)
 if not os.environ.get("DATABASE_URL") and POSTGRES_AVAILABLE:
     os.environ["DATABASE_URL"] = TEST_POSTGRES_URL
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-for-production")
+# The concurrency tests run up to 50 request threads in this one process, each holding a
+# connection while it waits for its account's turn (a uvicorn worker runs a handful at a time).
+os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "60")
 # The suite chooses Redis per test (see above); a REDIS_URL from the shell must not leak in.
 os.environ.pop("REDIS_URL", None)
 

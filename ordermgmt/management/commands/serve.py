@@ -33,7 +33,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--simulator-port", type=int, default=8800)
+        parser.add_argument("--simulator-port", type=int, default=8800, help="0: a free port")
 
     def handle(self, *args: Any, **options: Any) -> None:
         simulator = None

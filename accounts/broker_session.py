@@ -1,0 +1,109 @@
+"""One broker session (token) for every process of the system.
+
+A login serves REST and both hubs, and the broker's rate limit counts per user: N processes
+each logging in and refreshing on their own would multiply both. The token lives in the
+`BrokerSession` row. A process that needs a new one (none yet, too old, or refused with 401)
+first adopts a newer token another process stored; otherwise it claims a short lease on the
+row with a conditional UPDATE, and only the lease holder logs in or refreshes. The others wait
+for the new token, and refresh themselves only if the lease holder never delivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.db import connection
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import BrokerSession
+from projectx.client import ProjectXClient, SessionToken
+from projectx.config import GatewayConfig
+
+LEASE_SECONDS = 30.0
+WAIT_FOR_OTHERS_SECONDS = 15.0
+
+
+def session_load(username: str) -> SessionToken | None:
+    row = BrokerSession.objects.filter(username=username).exclude(token="").first()
+    if row is None or row.issued_at is None:
+        return None
+    return SessionToken(value=row.token, issued_at=row.issued_at)
+
+
+def session_save(username: str, token: SessionToken) -> None:
+    BrokerSession.objects.update_or_create(
+        username=username,
+        defaults={"token": token.value, "issued_at": token.issued_at, "refreshing_until": None},
+    )
+
+
+def session_claim_refresh(username: str, lease_seconds: float = LEASE_SECONDS) -> bool:
+    """True when this process now holds the refresh lease (nobody else does)."""
+    now = timezone.now()
+    BrokerSession.objects.get_or_create(username=username)
+    claimed = (
+        BrokerSession.objects.filter(username=username)
+        .filter(Q(refreshing_until__isnull=True) | Q(refreshing_until__lt=now))
+        .update(refreshing_until=now + timedelta(seconds=lease_seconds))
+    )
+    return claimed == 1
+
+
+def session_release(username: str) -> None:
+    BrokerSession.objects.filter(username=username).update(refreshing_until=None)
+
+
+def _in_own_connection(fn: Any, *args: Any) -> Any:
+    # Called rarely (only when a token is missing or old) from the client's event loop; the
+    # connection is given back at once rather than held by a helper thread.
+    try:
+        return fn(*args)
+    finally:
+        connection.close()
+
+
+class SharedSessionClient(ProjectXClient):
+    """A ProjectX client whose token is shared through the database (see the module doc)."""
+
+    def __init__(self, config: GatewayConfig, **options: Any) -> None:
+        super().__init__(config, on_session_token=self._stored, **options)
+        # Not asgiref's sync_to_async: its thread-sensitive executor may be the very thread of a
+        # sync view that is blocked waiting for this client (a deadlock under ASGI). A plain
+        # worker thread, which closes its connection after each call, is enough here.
+        self._db = functools.partial(asyncio.to_thread, _in_own_connection)
+
+    async def _stored(self, token: SessionToken) -> None:
+        await self._db(session_save, self.config.username, token)
+
+    def _usable(self, token: SessionToken | None, rejected_token: str | None) -> bool:
+        if token is None or token.value == rejected_token:
+            return False
+        age = self._clock() - token.issued_at
+        return age < timedelta(seconds=self.config.token_refresh_after)
+
+    async def get_token(self, *, rejected_token: str | None = None) -> str:
+        if self._usable(self._session_token, rejected_token):
+            return self._session_token.value  # type: ignore[union-attr]
+        username = self.config.username
+        deadline = time.monotonic() + WAIT_FOR_OTHERS_SECONDS
+        while True:
+            stored = await self._db(session_load, username)
+            if self._usable(stored, rejected_token):
+                self._session_token = stored
+                return stored.value  # type: ignore[union-attr]
+            if await self._db(session_claim_refresh, username):
+                try:
+                    if stored is not None and stored.value != rejected_token:
+                        self._session_token = stored  # old but maybe still refreshable
+                    return await super().get_token(rejected_token=rejected_token)
+                finally:
+                    await self._db(session_release, username)
+            if time.monotonic() >= deadline:
+                # The lease holder never delivered: refresh ourselves rather than fail.
+                return await super().get_token(rejected_token=rejected_token)
+            await asyncio.sleep(0.1)
