@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install clean
+.PHONY: run demo test lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed (Python 3.11)"; exit 1; }
@@ -21,17 +21,36 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 		cd tests/js && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the JavaScript conformance test will skip (and fail under CI)"; fi
 
+# Debian's Chromium for the real-browser test (Playwright drives it; it downloads no browser).
+# Installed when missing and this machine can (root with apt-get); otherwise the test skips
+# with the reason, and fails under CI=true.
+CHROMIUM_STAMP := $(VENV)/.chromium
+$(CHROMIUM_STAMP): $(STAMP)
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser test"; \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) \
+		|| echo "could not install chromium: the browser test will skip (and fail under CI)"; \
+	else echo "chromium missing and not installable here: the browser test will skip"; fi
+	@touch $(CHROMIUM_STAMP)
+
 install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py serve --host 127.0.0.1 --port 8000
 
+# make run, plus a small bot that trades and moves the simulator's prices.
+demo: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py serve --host 127.0.0.1 --port 8000 --demo
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) $(JS_STAMP) lint
+test: $(STAMP) $(JS_STAMP) $(CHROMIUM_STAMP) lint
 	$(BIN)/pytest
 
 clean:

@@ -220,7 +220,7 @@ def fill_apply(*, account: Account, trade: WireTrade, trigger: str) -> FillResul
         notional=_EXACT.add(order.fill_notional, _EXACT.multiply(fill.price, Decimal(fill.size))),
         last_fill_at=last_fill_at,
         trigger=trigger,
-        reason=f"fill {trade.id}: {fill.size} @ {fill.price.normalize()}",
+        reason=f"fill {trade.id}: {fill.size} @ {format(fill.price.normalize(), 'f')}",
     )
     return FillResult(FillOutcome.APPLIED, fill, order)
 
@@ -414,7 +414,20 @@ def position_apply(*, account: Account, wire: WirePosition, closed: bool = False
                 connection.ops.adapt_datetimefield_value(now),
             ],
         )
-        return "applied" if cursor.fetchone() is not None else "stale"
+        row = cursor.fetchone()
+    if row is None:
+        return "stale"
+    position_id = row[0]
+    transaction.on_commit(lambda: _broadcast_position(position_id))
+    return "applied"
+
+
+def _broadcast_position(position_id: int) -> None:
+    from orders.desk.broadcasts import broadcast_position
+
+    position = Position.objects.select_related("account").filter(pk=position_id).first()
+    if position is not None:
+        broadcast_position(position)
 
 
 def positions_reconcile(

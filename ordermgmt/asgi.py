@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (added with the desk)."""
+"""ASGI entry point: HTTP through Django, websockets (/ws/desk/) through Channels."""
 
 from __future__ import annotations
 
@@ -10,4 +10,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ordermgmt.settings")
 # Django must be set up before anything that imports models (the websocket routing) is imported.
 django_asgi_app = get_asgi_application()
 
-application = django_asgi_app
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from orders.desk.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)

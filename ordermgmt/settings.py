@@ -40,12 +40,7 @@ EMBEDDED = DATABASE_URL is None
 if DATABASE_URL is None:
     VAR_DIR.mkdir(exist_ok=True)
     DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "db.sqlite3",
-            # SQLite serialises writers; wait for the lock instead of failing at once.
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
-        }
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}
     }
 else:
     try:
@@ -72,6 +67,18 @@ else:
                 },
             }
         )
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite serialises writers. IMMEDIATE transactions take the write lock up front, so a
+    # writer waits (up to the timeout) instead of failing at once with "database is locked"
+    # when it tries to upgrade a read lock; WAL lets readers go on while one process writes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
 
 # --- Secret key -----------------------------------------------------------------------------
 SECRET_KEY = env_str("DJANGO_SECRET_KEY")
@@ -208,6 +215,7 @@ WHITENOISE_USE_FINDERS = True
 STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns on every start when it is missing
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "desk:desk"
 
 LOGGING = {
     "version": 1,

@@ -124,9 +124,8 @@ def order_validate_prices(*, payload: idempotency.OrderPayload) -> None:
     for field in PRICE_FIELDS:
         value = getattr(payload, field)
         if value is not None and not contract.is_on_tick(value):
-            errors[field] = [
-                f"{value} is not on the contract's tick size {contract.tick_size.normalize()}"
-            ]
+            tick = format(contract.tick_size.normalize(), "f")
+            errors[field] = [f"{value} is not on the contract's tick size {tick}"]
     if errors:
         raise InvalidOrder(errors)
 

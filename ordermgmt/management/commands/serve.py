@@ -1,13 +1,19 @@
-"""Run the whole system in one process: the web app on uvicorn and, on the embedded default,
-the ProjectX simulator beside it.
+"""Run the whole system in one process: the web app on uvicorn, the user-hub listener and, on
+the embedded default, the ProjectX simulator beside them.
 
-With PROJECTX_* set it talks to the real broker and starts no simulator. It mirrors the
-broker's accounts, makes sure a demo bot token exists for the embedded default, and prints how
-to log in and place an order.
+One process matters on the embedded default: without Redis the channel layer is in memory, so
+the listener's broadcasts reach the desk only when the listener runs in the web server's
+process (and on its event loop). With REDIS_URL the parts can run apart (see the Procfile);
+`--no-listener` leaves the listener to its own process. With PROJECTX_* set it talks to the
+real broker and starts no simulator. It mirrors the broker's accounts, makes sure a demo bot
+token exists for the embedded default, and prints how to log in and place an order.
+`--demo` also starts a small bot that trades and moves the simulator's prices.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from dataclasses import replace
 from typing import Any
@@ -19,7 +25,12 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
-from accounts.gateway import SIMULATOR_DEFAULTS, configure_gateway, gateway_config_from_settings
+from accounts.gateway import (
+    SIMULATOR_DEFAULTS,
+    configure_gateway,
+    gateway_config_from_settings,
+    get_gateway,
+)
 from accounts.models import Account
 from accounts.services import account_grant, account_sync_from_broker
 from projectx.errors import GatewayError
@@ -34,6 +45,14 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--simulator-port", type=int, default=8800, help="0: a free port")
+        parser.add_argument(
+            "--no-listener",
+            action="store_true",
+            help="Do not run the user-hub listener in this process",
+        )
+        parser.add_argument(
+            "--demo", action="store_true", help="Also run a demo bot (simulator only)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         simulator = None
@@ -57,25 +76,60 @@ class Command(BaseCommand):
 
         url = f"http://{options['host']}:{options['port']}"
         call_command("ensure_demo_admin", url=url, stdout=self.stdout)
+        self.stdout.write(f"  desk:     {url}/desk/")
+        token = None
         if simulator is not None:
-            self._print_demo_bot(url, accounts)
+            token = self._print_demo_bot(url, accounts)
             self.stdout.write(
                 f"  simulator: {simulator.base_url} (user {SIMULATOR_DEFAULTS['username']})"
             )
+        self.stdout.flush()
+        demo = None
+        if options["demo"] and simulator is not None and token and accounts:
+            from ordermgmt.demo import DemoBot
+
+            demo = DemoBot(
+                api_url=url, token=token, account=accounts[0].broker_account_id, simulator=simulator
+            ).start()
+            self.stdout.write(
+                f"  demo bot: trading on account {accounts[0].broker_account_id}; watch the desk"
+            )
         try:
-            uvicorn.run(
+            asyncio.run(self._serve(options, run_listener=not options["no_listener"]))
+        finally:
+            if demo is not None:
+                demo.stop.set()
+            configure_gateway(None)
+            if simulator is not None:
+                simulator.stop()
+
+    async def _serve(self, options: dict[str, Any], *, run_listener: bool) -> None:
+        """uvicorn and the listener on one event loop; uvicorn owns the signals."""
+        server = uvicorn.Server(
+            uvicorn.Config(
                 "ordermgmt.asgi:application",
                 host=options["host"],
                 port=options["port"],
                 log_level="info",
                 lifespan="off",
             )
-        finally:
-            configure_gateway(None)
-            if simulator is not None:
-                simulator.stop()
+        )
+        if not run_listener:
+            await server.serve()
+            return
+        from fills.listener import GatewayListener
 
-    def _print_demo_bot(self, url: str, accounts: list[Account]) -> None:
+        stop = asyncio.Event()
+        listener = GatewayListener(get_gateway().config, sweep_interval=1.0)
+        listening = asyncio.create_task(listener.run(stop), name="listener")
+        try:
+            await server.serve()
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listening, timeout=10)
+
+    def _print_demo_bot(self, url: str, accounts: list[Account]) -> str:
         bot, _ = User.objects.get_or_create(username=DEMO_BOT)
         account_grant(user=bot, broker_account_ids=[a.broker_account_id for a in accounts])
         token, _ = Token.objects.get_or_create(user=bot)
@@ -95,3 +149,4 @@ class Command(BaseCommand):
             f"-d '{json.dumps(body)}'"
         )
         self.stdout.write(f"  API docs:  {url}/api/docs/")
+        return token.key

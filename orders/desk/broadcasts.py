@@ -1,0 +1,54 @@
+"""Pushing changes to the live desk: after commit, to the channel group of the account.
+
+Services never call this directly: it hangs on `orders.signals.order_changed` (sent from
+`transaction.on_commit`) and is called by the fills app after a position changes. With
+`REDIS_URL` the channels-redis layer carries the message from any process (the listener, every
+web worker) to every open page; without it, only pages served by this same process see it,
+which is why `manage.py serve` runs the web server and the listener in one process.
+
+Every message carries the row's version: a page applies a row only when its version is newer
+than the one it shows, so a late, repeated or reordered message never leaves a wrong row.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from accounts.models import Position
+from orders.desk.selectors import order_row, position_row
+from orders.models import Order
+
+logger = logging.getLogger(__name__)
+
+
+def account_group(broker_account_id: int) -> str:
+    return f"account.{broker_account_id}"
+
+
+def _send(broker_account_id: int, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(account_group(broker_account_id), message)
+    except Exception:  # a dead layer must never fail the write that has already committed
+        logger.warning("desk broadcast to account %s failed", broker_account_id, exc_info=True)
+
+
+def broadcast_order(order: Order) -> None:
+    _send(order.account.broker_account_id, {"type": "order.updated", "row": order_row(order)})
+
+
+def broadcast_position(position: Position) -> None:
+    _send(
+        position.account.broker_account_id,
+        {"type": "position.updated", "row": position_row(position)},
+    )
+
+
+def on_order_changed(sender: Any, order: Order, **kwargs: Any) -> None:
+    broadcast_order(order)

@@ -1,0 +1,54 @@
+"""The desk's websocket: session-authenticated, scoped to the accounts the user may see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from orders.desk.broadcasts import account_group
+from orders.desk.selectors import desk_accounts, desk_snapshot
+
+# Close codes in the 4000 range are ours: the page shows why and does not retry a refusal.
+CLOSE_NOT_AUTHENTICATED = 4401
+
+
+class DeskConsumer(AsyncJsonWebsocketConsumer):
+    groups: list[str]
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_NOT_AUTHENTICATED)
+            return
+        self.account_ids = await self._account_ids()
+        self.joined = [account_group(a) for a in self.account_ids]
+        for group in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+        await self.send_json({"type": "hello", "accounts": self.account_ids})
+
+    async def disconnect(self, code: int) -> None:
+        for group in getattr(self, "joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "snapshot":
+            await self.send_json({"type": "snapshot", **await self._snapshot()})
+
+    # --- Group messages (type "order.updated" is handled by order_updated) ---------------
+
+    async def order_updated(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "order", "row": event["row"]})
+
+    async def position_updated(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "position", "row": event["row"]})
+
+    @database_sync_to_async
+    def _account_ids(self) -> list[int]:
+        return [a.broker_account_id for a in desk_accounts(self.scope["user"])]
+
+    @database_sync_to_async
+    def _snapshot(self) -> dict[str, Any]:
+        return desk_snapshot(self.scope["user"])

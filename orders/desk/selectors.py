@@ -1,0 +1,111 @@
+"""What the live desk shows: one row per order and per position, in one JSON shape shared by
+the snapshot and the live updates, so the page merges both the same way (by version)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Q
+
+from accounts.models import Account, Position, PositionType
+from accounts.selectors import accounts_visible_to
+from fills.models import Fill
+from orders.models import TERMINAL_STATES, Order
+
+
+def _decimal(value: Any) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
+
+
+def order_row(order: Order) -> dict[str, Any]:
+    return {
+        "id": str(order.pk),
+        "account": order.account.broker_account_id,
+        "contract_id": order.contract_id,
+        "side": order.side,
+        "type": order.type,
+        "size": order.size,
+        "limit_price": _decimal(order.limit_price),
+        "stop_price": _decimal(order.stop_price),
+        "status": order.status,
+        "status_reason": order.status_reason,
+        "filled_size": order.filled_size,
+        "avg_fill_price": _decimal(order.avg_fill_price),
+        "broker_order_id": order.broker_order_id,
+        "state_entered_at": order.state_entered_at.isoformat(),
+        "created_at": order.created_at.isoformat() if order.created_at else None,
+        "version": order.version,
+        "terminal": order.status in TERMINAL_STATES,
+    }
+
+
+def position_row(position: Position) -> dict[str, Any]:
+    return {
+        "key": f"{position.account.broker_account_id}:{position.contract_id}",
+        "account": position.account.broker_account_id,
+        "contract_id": position.contract_id,
+        "type": position.type,
+        "size": position.size,
+        "average_price": _decimal(position.average_price),
+        "version": position.version,
+        "last_server_ts": position.last_server_ts.isoformat() if position.last_server_ts else None,
+    }
+
+
+def desk_accounts(user: AbstractBaseUser | AnonymousUser) -> list[Account]:
+    return list(accounts_visible_to(user).filter(active=True))
+
+
+def desk_snapshot(user: AbstractBaseUser | AnonymousUser) -> dict[str, Any]:
+    """Today's orders (and older ones still working) and the open positions, per account."""
+    accounts = desk_accounts(user)
+    start_of_day = datetime.combine(datetime.now(UTC).date(), time.min, tzinfo=UTC)
+    orders = (
+        Order.objects.filter(account__in=accounts)
+        .filter(Q(created_at__gte=start_of_day) | ~Q(status__in=TERMINAL_STATES))
+        .select_related("account")
+        .order_by("-created_at")[:1000]
+    )
+    positions = (
+        Position.objects.filter(account__in=accounts)
+        .exclude(type=PositionType.FLAT)
+        .select_related("account")
+    )
+    return {
+        "accounts": [{"id": a.broker_account_id, "name": a.name} for a in accounts],
+        "orders": [order_row(o) for o in orders],
+        "positions": [position_row(p) for p in positions],
+    }
+
+
+def desk_order_detail(order: Order) -> dict[str, Any]:
+    fills = Fill.objects.filter(order=order).order_by("broker_ts", "broker_trade_id")
+    return {
+        "order": order_row(order),
+        "fills": [
+            {
+                "trade_id": f.broker_trade_id,
+                "size": f.size,
+                "price": _decimal(f.price),
+                "fees": _decimal(f.fees),
+                "voided": f.voided,
+                "at": f.broker_ts.isoformat(),
+            }
+            for f in fills
+        ],
+        "transitions": [
+            {
+                "version": t.version,
+                "from": t.from_state,
+                "to": t.to_state,
+                "at": t.at.isoformat(),
+                "in_previous_s": t.time_in_previous_state.total_seconds(),
+                "trigger": t.trigger,
+                "actor": t.actor,
+                "reason": t.reason,
+            }
+            for t in order.transitions.order_by("version")
+        ],
+    }

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from orders.desk import views
+
+app_name = "desk"
+
+urlpatterns = [
+    path("", views.desk, name="desk"),
+    path("snapshot/", views.snapshot, name="snapshot"),
+    path("orders/<uuid:order_id>/", views.order_detail, name="order-detail"),
+    path("orders/<uuid:order_id>/cancel/", views.order_cancel_view, name="order-cancel"),
+    path("positions/close/", views.position_close_view, name="position-close"),
+]

@@ -1,0 +1,95 @@
+"""The live order desk: the page, its snapshot, an order's story, and its two buttons.
+
+The buttons go through the same services as the API, with the same version check: the page
+sends the version of the row it shows, and a changed order is refused (412) with its current
+row, which the page then shows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.models import PositionClose
+from accounts.selectors import accounts_visible_to
+from orders.amend import order_cancel
+from orders.desk.selectors import desk_accounts, desk_order_detail, desk_snapshot, order_row
+from orders.exceptions import OrderError, VersionConflict
+from orders.models import TransitionTrigger
+from orders.position_close import position_close
+from orders.selectors import orders_visible_to
+
+
+@login_required
+@require_GET
+def desk(request: HttpRequest) -> HttpResponse:
+    return render(request, "desk/desk.html", {"accounts": desk_accounts(request.user)})
+
+
+@login_required
+@require_GET
+def snapshot(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(desk_snapshot(request.user))
+
+
+@login_required
+@require_GET
+def order_detail(request: HttpRequest, order_id: str) -> JsonResponse:
+    order = get_object_or_404(orders_visible_to(request.user), pk=order_id)
+    return JsonResponse(desk_order_detail(order))
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+@login_required
+@require_POST
+def order_cancel_view(request: HttpRequest, order_id: str) -> JsonResponse:
+    order = get_object_or_404(orders_visible_to(request.user), pk=order_id)
+    version = _body(request).get("version")
+    if not isinstance(version, int):
+        return JsonResponse({"error": "send the version of the row you see"}, status=428)
+    try:
+        order = order_cancel(
+            order_id=order.pk,
+            expected_version=version,
+            actor=request.user.get_username(),
+            trigger=TransitionTrigger.ADMIN,
+        )
+    except VersionConflict as exc:
+        return JsonResponse({"error": str(exc), "row": order_row(exc.current)}, status=412)
+    except OrderError as exc:
+        return JsonResponse({"error": str(exc)}, status=409)
+    return JsonResponse({"row": order_row(order)})
+
+
+@login_required
+@require_POST
+def position_close_view(request: HttpRequest) -> JsonResponse:
+    body = _body(request)
+    account = (
+        accounts_visible_to(request.user).filter(broker_account_id=body.get("account")).first()
+    )
+    if account is None or not isinstance(body.get("contract_id"), str):
+        return JsonResponse({"error": "unknown account or contract"}, status=404)
+    close = position_close(
+        account=account,
+        contract_id=body["contract_id"],
+        actor=request.user.get_username(),
+        trigger=TransitionTrigger.ADMIN,
+    )
+    status = 200 if close.state == PositionClose.State.DONE else 503
+    return JsonResponse(
+        {"state": close.state, "detail": close.detail, "closed_size": close.closed_size},
+        status=status,
+    )
