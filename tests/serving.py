@@ -34,13 +34,16 @@ class ServedSystem:
 
 
 @contextlib.contextmanager
-def served_system(tmp_path: Path, *extra_args: str) -> Iterator[ServedSystem]:
-    """`manage.py serve` on a SQLite file of its own, with the simulator on a free port."""
+def served_system(
+    tmp_path: Path, *extra_args: str, database_url: str | None = None
+) -> Iterator[ServedSystem]:
+    """`manage.py serve` on a SQLite file of its own (or `database_url`), with the simulator
+    on a free port."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE", "PROJECTX"))
     }
     env.update(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        DATABASE_URL=database_url or f"sqlite:///{tmp_path / 'db.sqlite3'}",
         DJANGO_SECRET_KEY="tests",
         DJANGO_SETTINGS_MODULE="ordermgmt.settings",
     )
