@@ -158,3 +158,38 @@ async def test_events_cross_processes_through_the_redis_channel_layer(redis_url:
             await communicator.disconnect()
         finally:
             channel_layers.backends.clear()
+
+
+async def test_a_bot_can_watch_its_account_with_its_api_token() -> None:
+    mine, _, my_order, their_order = await accounts_and_order()
+
+    @database_sync_to_async
+    def token_for_bot() -> str:
+        from rest_framework.authtoken.models import Token
+
+        user = User.objects.create_user("ws-bot")
+        mine.members.add(user)
+        return Token.objects.create(user=user).key
+
+    key = await token_for_bot()
+    communicator = WebsocketCommunicator(
+        application,
+        "/ws/desk/",
+        headers=[(b"origin", b"http://localhost"), (b"authorization", f"Token {key}".encode())],
+    )
+    connected, _ = await communicator.connect(timeout=5)
+    hello = await communicator.receive_json_from()
+    # should accept the API token on the websocket and scope it to the bot's account
+    assert connected
+    assert hello["accounts"] == [mine.broker_account_id]
+    await move(their_order, "submitting")
+    await move(my_order, "submitting")
+    assert (await next_order(communicator))["id"] == str(my_order.pk)
+    await communicator.disconnect()
+
+    bad = WebsocketCommunicator(
+        application, "/ws/desk/?token=not-a-token", headers=[(b"origin", b"http://localhost")]
+    )
+    connected, code = await bad.connect(timeout=5)
+    # should refuse an unknown token like an anonymous socket
+    assert (connected, code) == (False, 4401)

@@ -42,3 +42,12 @@ def test_search_finds_an_order_by_idempotency_key(staff_client: Client) -> None:
     page = staff_client.get("/admin/orders/order/?q=bot-7-key").content.decode()
     # should find the order by the key a bot sent
     assert str(order.pk) in page
+
+
+def test_the_change_page_follows_the_order_live_and_links_to_the_desk(staff_client: Client) -> None:
+    order = make_order()
+    page = staff_client.get(f"/admin/orders/order/{order.pk}/change/").content.decode()
+    # should show the live status box for this order, and a link to it on the desk
+    assert f'data-order-id="{order.pk}"' in page
+    assert "/ws/desk/" in page
+    assert f"/desk/#order-{order.pk}" in page

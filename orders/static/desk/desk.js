@@ -220,6 +220,9 @@
       waiting.forEach(handle);
       attempt = 0;
       setConnection("live", "live");
+      // Linked from the admin's change page: /desk/#order-<id> opens that order's story.
+      const linked = location.hash.startsWith("#order-") ? location.hash.slice(7) : null;
+      if (linked && orders.has(linked) && selected === null) select(linked);
     };
     socket.onclose = (event) => {
       held = null;
