@@ -70,13 +70,18 @@ def test_partial_fills_out_of_order_and_duplicated_end_exact(bot, sim, listener)
     for size, price in [(2, "19999.75"), (1, "20000.00"), (2, "19999.50")]:
         sim.fill_order(order.broker_order_id, size=size, price=price)
     wait_for(lambda: Order.objects.get(pk=order.pk).status == "filled", message="filled")
+    # the replays may still be on their way when the order is already filled
+    wait_for(
+        lambda: running.listener.stats.outcomes["trade:duplicate"] >= 1,
+        message="the replayed trades",
+    )
     order.refresh_from_db()
     filled, notional = fill_totals(order.fills.all())
     # should end with the exact size and average, whatever the arrival order and replays
     assert (order.filled_size, order.fills.count()) == (5, 3)
     assert order.avg_fill_price == average_price(notional, filled) == Decimal("19999.7")
     # should have seen (and ignored) the replayed events
-    assert running.listener.stats.outcomes["trade:duplicate"] >= 1
+    assert running.listener.stats.outcomes["trade:duplicate"] >= 1, running.listener.stats.outcomes
 
 
 def test_after_a_hub_outage_everything_matches_the_broker(bot, sim, listener) -> None:
