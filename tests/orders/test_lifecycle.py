@@ -36,7 +36,22 @@ ALLOWED: dict[str, set[str]] = {
     "rejected": set(),
     "expired": set(),
 }
-STATES = sorted(ALLOWED)
+# Working states first: hypothesis draws early elements of a list more often, and the machine
+# should spend its steps deep in the lifecycle rather than ending in a final state at once.
+STATES = [
+    "created",
+    "submitting",
+    "unknown",
+    "open",
+    "partially_filled",
+    "pending_cancel",
+    "failed",
+    "cancelled",
+    "filled",
+    "rejected",
+    "expired",
+]
+assert set(STATES) == set(ALLOWED)
 TERMINAL = {"filled", "cancelled", "rejected", "expired", "failed"}
 TRIGGERS = ["api", "admin", "broker-stream", "broker-rest", "verification", "sweeper"]
 
@@ -56,26 +71,40 @@ class LifecycleMachine(RuleBasedStateMachine):
             self._account = make_account()
         return self._account
 
-    @rule(to_state=st.sampled_from(STATES), trigger=st.sampled_from(TRIGGERS))
-    def transition(self, to_state: str, trigger: str) -> None:
+    # One rule that mostly takes a legal edge and sometimes tries an illegal one, so that the
+    # machine walks deep into the lifecycle (a uniformly random target is illegal most of the
+    # time and would rarely leave `created`) and tries illegal edges from wherever it stands.
+    @rule(
+        data=st.data(),
+        legal=st.sampled_from([True, True, True, False]),
+        trigger=st.sampled_from(TRIGGERS),
+    )
+    def move(self, data: st.DataObject, legal: bool, trigger: str) -> None:
         before = self.expected_state
-        if to_state in ALLOWED[before]:
-            order = order_transition(
-                order_id=self.order.pk, to_state=to_state, trigger=trigger, reason="test"
-            )
-            self.expected_state = to_state
-            self.expected_version += 1
-            # should land in the target state with the version bumped by exactly one
-            assert order.status == to_state
-            assert order.version == self.expected_version
-            last = OrderTransition.objects.filter(order=self.order).latest("version")
-            # should record the move with its origin, trigger and correction flag
-            assert (last.from_state, last.to_state, last.trigger) == (before, to_state, trigger)
-            assert last.is_correction == (before in TERMINAL)
+        allowed = [state for state in STATES if state in ALLOWED[before]]
+        refused = [state for state in STATES if state not in ALLOWED[before]]
+        if legal and allowed:
+            self._legal(before, data.draw(st.sampled_from(allowed), label="to"), trigger)
         else:
-            # should refuse an edge the lifecycle does not have, and change nothing
+            to_state = data.draw(st.sampled_from(refused), label="to")
+            # should refuse an edge the lifecycle does not have, and change nothing (the
+            # invariant checks the version and the history)
             with pytest.raises(IllegalTransition):
                 order_transition(order_id=self.order.pk, to_state=to_state, trigger=trigger)
+
+    def _legal(self, before: str, to_state: str, trigger: str) -> None:
+        order = order_transition(
+            order_id=self.order.pk, to_state=to_state, trigger=trigger, reason="test"
+        )
+        self.expected_state = to_state
+        self.expected_version += 1
+        # should land in the target state with the version bumped by exactly one
+        assert order.status == to_state
+        assert order.version == self.expected_version
+        last = OrderTransition.objects.filter(order=self.order).latest("version")
+        # should record the move with its origin, trigger and correction flag
+        assert (last.from_state, last.to_state, last.trigger) == (before, to_state, trigger)
+        assert last.is_correction == (before in TERMINAL)
 
     @rule(stale=st.booleans())
     def write_with_a_version(self, stale: bool) -> None:
@@ -122,8 +151,8 @@ class LifecycleMachine(RuleBasedStateMachine):
 def test_random_event_sequences_never_take_an_illegal_edge() -> None:
     machine = LifecycleMachine.TestCase
     machine.settings = settings(
-        max_examples=60,
-        stateful_step_count=25,
+        max_examples=100,
+        stateful_step_count=30,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
@@ -196,3 +225,37 @@ def test_it_emits_the_change_only_after_commit() -> None:
         assert received == [("submitting", 2)]
     finally:
         order_changed.disconnect(receiver)
+
+
+def _path_to(state: str) -> list[str]:
+    """The shortest legal path from `created` to `state` (breadth-first over ALLOWED)."""
+    paths = {"created": ["created"]}
+    queue = ["created"]
+    while queue:
+        current = queue.pop(0)
+        for nxt in STATES:
+            if nxt in ALLOWED[current] and nxt not in paths:
+                paths[nxt] = [*paths[current], nxt]
+                queue.append(nxt)
+    return paths[state]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("state", STATES)
+def test_every_edge_out_of_every_state_is_allowed_exactly_as_specified(state: str) -> None:
+    """Exhaustive where the random walk is probabilistic: all 121 (state, target) pairs."""
+    account = make_account()
+    for target in STATES:
+        order = make_order(account=account)
+        for step in _path_to(state)[1:]:
+            order_transition(order_id=order.pk, to_state=step, trigger="broker-rest")
+        if target in ALLOWED[state]:
+            moved = order_transition(order_id=order.pk, to_state=target, trigger="api")
+            # should take every edge the lifecycle has
+            assert moved.status == target
+        else:
+            version = Order.objects.get(pk=order.pk).version
+            # should refuse every edge it does not have, and change nothing
+            with pytest.raises(IllegalTransition):
+                order_transition(order_id=order.pk, to_state=target, trigger="api")
+            assert Order.objects.get(pk=order.pk).version == version
