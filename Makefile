@@ -35,6 +35,20 @@ $(CHROMIUM_STAMP): $(STAMP)
 	else echo "chromium missing and not installable here: the browser test will skip"; fi
 	@touch $(CHROMIUM_STAMP)
 
+# promtool (Debian's `prometheus` package), for the alert-rule tests only. Installed when it is
+# missing and this runs as root with apt-get; the package's own server is not wanted here, so
+# it is stopped and disabled again. Otherwise those tests skip (and fail under CI=true).
+promtool:
+	@command -v promtool >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq >/dev/null && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				prometheus >/dev/null 2>&1 && \
+			{ systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
+		fi; \
+		command -v promtool >/dev/null || echo "promtool not found and not installable (needs root and apt-get): the alert-rule tests will skip (and fail under CI)"; \
+	}
+
 install: $(STAMP)
 
 run: $(STAMP)

@@ -37,6 +37,7 @@ from accounts.broker_session import SharedSessionClient
 from accounts.models import Account
 from fills import services
 from fills.models import ListenerHeartbeat
+from ordermgmt import metrics
 from orders.models import TERMINAL_STATES, Order, TransitionTrigger
 from projectx.client import ProjectXClient
 from projectx.config import GatewayConfig
@@ -98,10 +99,9 @@ def apply_events(
     the catch-up re-applies it later.
     """
     close_old_connections()
-    services.defer_backfill.set(True)
     accounts = accounts if accounts is not None else {}
     outcomes: list[str] = []
-    with transaction.atomic():
+    with services.backfill_deferred(), transaction.atomic():
         for kind, payload, action in events:
             # Every service is its own atomic block (a savepoint here): one that fails is
             # rolled back alone and the batch goes on.
@@ -110,7 +110,18 @@ def apply_events(
             except Exception:
                 logger.exception("could not apply %s event %r", kind, payload)
                 outcomes.append("error")
+    _observe_fill_latency(events, outcomes)
     return outcomes
+
+
+def _observe_fill_latency(events: list[Event], outcomes: list[str]) -> None:
+    """Broker time of each applied fill to now, just after the batch committed."""
+    committed_at = datetime.now(UTC)
+    for (kind, payload, _), outcome in zip(events, outcomes, strict=True):
+        if kind == "trade" and outcome == "applied":
+            # Clamped: the broker's clock may run a little ahead of ours.
+            latency = (committed_at - payload.creation_timestamp).total_seconds()
+            metrics.fill_processing_seconds.observe(max(latency, 0.0))
 
 
 def apply_event(kind: str, payload: Any, action: EventAction | None, trigger: str) -> str:
@@ -143,19 +154,19 @@ def apply_catch_up(
 ) -> Counter[str]:
     """Apply what the REST catch-up fetched, through the same functions as live events."""
     close_old_connections()
-    # The catch-up fetched the trades itself and applies them right after the orders.
-    services.defer_backfill.set(True)
     account = _account(account_id)
     outcomes: Counter[str] = Counter()
     if account is None:
         return outcomes
     trigger = TransitionTrigger.BROKER_REST
-    for wire in sorted(orders, key=lambda o: o.update_timestamp or o.creation_timestamp):
-        result = services.order_event_apply(account=account, wire=wire, trigger=trigger)
-        outcomes[f"order:{result.outcome}"] += 1
-    for trade in sorted(trades, key=lambda t: t.creation_timestamp):
-        fill = services.fill_apply(account=account, trade=trade, trigger=trigger)
-        outcomes[f"fill:{fill.outcome}"] += 1
+    # The catch-up fetched the trades itself and applies them right after the orders.
+    with services.backfill_deferred():
+        for wire in sorted(orders, key=lambda o: o.update_timestamp or o.creation_timestamp):
+            result = services.order_event_apply(account=account, wire=wire, trigger=trigger)
+            outcomes[f"order:{result.outcome}"] += 1
+        for trade in sorted(trades, key=lambda t: t.creation_timestamp):
+            fill = services.fill_apply(account=account, trade=trade, trigger=trigger)
+            outcomes[f"fill:{fill.outcome}"] += 1
     services.positions_reconcile(account=account, open_positions=positions, as_of=as_of)
     newest = [as_of - timedelta(seconds=1)]
     Account.objects.filter(pk=account.pk).filter(

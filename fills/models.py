@@ -5,7 +5,7 @@ from decimal import Decimal
 from django.db import models
 
 from accounts.models import MONEY_DIGITS, PRICE_DIGITS, Account
-from orders.models import Order, OrderSide
+from orders.models import ArchivedOrder, Order, OrderSide
 
 
 class Fill(models.Model):
@@ -46,6 +46,35 @@ class Fill(models.Model):
 
     def __str__(self) -> str:
         return f"{self.side} {self.size} @ {self.price} (trade {self.broker_trade_id})"
+
+
+class ArchivedFill(models.Model):
+    """A `Fill` of an archived order, with its original id (moved by `archive_orders`).
+
+    No (account, broker_trade_id) uniqueness here: that rule deduplicates live broker events,
+    and the catch-up never reaches back to orders old enough to be archived.
+    """
+
+    id = models.BigIntegerField(primary_key=True)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    order = models.ForeignKey(ArchivedOrder, on_delete=models.CASCADE, related_name="fills")
+    broker_trade_id = models.BigIntegerField()
+    broker_order_id = models.BigIntegerField()
+    contract_id = models.CharField(max_length=64)
+    side = models.CharField(max_length=4, choices=OrderSide.choices)
+    size = models.PositiveIntegerField()
+    price = models.DecimalField(**PRICE_DIGITS)
+    fees = models.DecimalField(default=Decimal("0"), **MONEY_DIGITS)
+    profit_and_loss = models.DecimalField(null=True, blank=True, **MONEY_DIGITS)
+    voided = models.BooleanField(default=False)
+    broker_ts = models.DateTimeField()
+    received_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["broker_ts", "broker_trade_id"]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.size} @ {self.price} (trade {self.broker_trade_id}, archived)"
 
 
 class ListenerHeartbeat(models.Model):

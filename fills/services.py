@@ -9,9 +9,11 @@ calls the broker, when it must, only after committing.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import decimal
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -26,8 +28,10 @@ from django.utils import timezone
 from accounts.gateway import get_gateway
 from accounts.models import Account, Position, PositionType
 from fills.models import Fill
+from ordermgmt import metrics
 from orders.exceptions import IllegalTransition
 from orders.models import (
+    FILL_AT_ONCE_TYPES,
     PRICE_DIGITS,
     Order,
     OrderSide,
@@ -36,6 +40,7 @@ from orders.models import (
     TransitionTrigger,
 )
 from orders.services import (
+    BrokerEvidence,
     BrokerOrderResult,
     order_apply_broker_order,
     order_create,
@@ -182,8 +187,20 @@ def _insert_unless_stored(fill: Fill) -> bool:
     return True
 
 
+def _count_fill_event(outcome: str) -> None:
+    # After commit: an event whose transaction rolls back (alone, or with its batch) did not
+    # happen, and a retry of it will count instead.
+    transaction.on_commit(lambda: metrics.order_fill_events_total.labels(outcome).inc())
+
+
 @transaction.atomic
 def fill_apply(*, account: Account, trade: WireTrade, trigger: str) -> FillResult:
+    result = _fill_apply(account, trade, trigger)
+    _count_fill_event(result.outcome)
+    return result
+
+
+def _fill_apply(account: Account, trade: WireTrade, trigger: str) -> FillResult:
     order = _lock_order_by_broker_id(account, trade.order_id)
     fill = Fill(
         account=account,
@@ -286,6 +303,17 @@ defer_backfill: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
+@contextlib.contextmanager
+def backfill_deferred() -> Iterator[None]:
+    """Within the block, a missing-fills signal does not call the broker (see defer_backfill);
+    the setting ends with the block, so it never leaks into a caller's later work."""
+    token = defer_backfill.set(True)
+    try:
+        yield
+    finally:
+        defer_backfill.reset(token)
+
+
 def fills_backfill(*, order_id: object, trigger: str = TransitionTrigger.BROKER_REST) -> int:
     """Fetch an order's trades from the broker (Trade/search) and apply the ones we lack."""
     order = Order.objects.select_related("account").get(pk=order_id)
@@ -358,6 +386,8 @@ def order_event_apply(*, account: Account, wire: WireOrder, trigger: str) -> Bro
     )
     if not had_broker_id:
         fills_attach_orphans(order_id=order.pk, trigger=trigger)
+    if result.outcome == BrokerEvidence.STALE:
+        _count_fill_event("stale")
     return result
 
 
@@ -460,10 +490,10 @@ def account_apply(*, wire: WireAccount) -> None:
 
 # --- Completion timeouts ---------------------------------------------------------------------
 
-# Orders expected to complete on their own: a market or join order fills at once, so one still
-# working `timeoutSeconds` after submission is overdue. A resting limit or stop order without
-# fills is waiting for its price, not stalled, so the timer runs for it only from its first fill.
-_FILL_AT_ONCE_TYPES = (OrderType.MARKET, OrderType.JOIN_BID, OrderType.JOIN_ASK)
+# Orders expected to complete on their own (FILL_AT_ONCE_TYPES, shared with stuck detection):
+# one still working `timeoutSeconds` after submission is overdue. A resting limit or stop order
+# without fills is waiting for its price, so the timer runs for it only from its first fill.
+_FILL_AT_ONCE_TYPES = FILL_AT_ONCE_TYPES
 
 
 def orders_past_fill_timeout(*, now: datetime) -> list[Order]:
@@ -506,6 +536,7 @@ def order_handle_fill_timeout(*, order: Order, action: str, now: datetime) -> st
         )
     except Exception:  # lost the race to another process: it handles this one
         return "skipped"
+    metrics.order_fill_timeouts_total.labels(action).inc()
     logger.error(
         "ALERT order %s (%s, %d of %d filled) has not completed within the fill "
         "timeout; action: %s",

@@ -47,8 +47,16 @@ class ArchiveSettings(_Section):
         return self
 
 
+class StuckDetectionSettings(_Section):
+    # The broker allows 200 requests per minute per user, shared by every process of the desk
+    # (web workers, listener, cron): the sweep takes a small share of it by default.
+    broker_reads_per_minute: int = Field(60, ge=1, le=200)
+    max_orders_per_run: int = Field(500, ge=1, le=100_000)
+
+
 class LifecycleSettings(_Section):
     stuck_after_seconds: StuckThresholds = StuckThresholds()
+    stuck_detection: StuckDetectionSettings = StuckDetectionSettings()
     archive: ArchiveSettings = ArchiveSettings()
 
 
@@ -79,6 +87,15 @@ class PartialFillSettings(_Section):
     timeout_action: Literal["alert", "verify", "cancel_remaining"] = "alert"
     catch_up_margin_seconds: int = Field(300, ge=0, le=86_400)
     stale_feed_seconds: float = Field(45.0, gt=0, le=3600)
+    listener_ready_within_seconds: float = Field(90.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _readiness_outlasts_a_reconnect(self) -> PartialFillSettings:
+        # A stale feed forces a reconnect after staleFeedSeconds; readiness must not drop
+        # during the normal recovery that follows.
+        if self.listener_ready_within_seconds <= self.stale_feed_seconds:
+            raise ValueError("listenerReadyWithinSeconds must be greater than staleFeedSeconds")
+        return self
 
 
 class ConcurrencySettings(_Section):

@@ -2,12 +2,26 @@
 
 Metric names are part of the operators' contract (alert rules, dashboards): keep them.
 Several worker processes export one view through prometheus-client's multiprocess mode when
-`PROMETHEUS_MULTIPROC_DIR` is set (see the /metrics view).
+`PROMETHEUS_MULTIPROC_DIR` is set (see ordermgmt/ops/views.py): each process writes its values
+to files in that directory and /metrics adds them up. The variable must be set before the
+process starts (prometheus-client reads it at import).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram, values
+
+from ordermgmt.env import env_str
+
+# In multiprocess mode every process writes files named after its pid, and every scrape reads
+# all of them, dead processes' included: a command run each minute from cron would add a set
+# per run (10,000 files make a scrape take half a second). A one-shot command started with
+# ORDERMGMT_METRICS_PROCESS=<name> writes files named after <name> instead: each run reuses
+# them and its counters carry on from the last run. Only for processes that never run two at
+# a time under one name (deploy/bin/ordermgmt-manage takes a lock per command).
+_PROCESS_NAME = env_str("ORDERMGMT_METRICS_PROCESS")
+if _PROCESS_NAME and env_str("PROMETHEUS_MULTIPROC_DIR"):
+    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: _PROCESS_NAME)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -63,16 +77,13 @@ order_stuck_total = Counter(
 placement_queue_rejections_total = Counter(
     "placement_queue_rejections_total", "Placements refused because an account's queue was full"
 )
-listener_connected = Gauge(
-    "listener_connected",
-    "1 while the user-hub listener is connected and subscribed",
-    multiprocess_mode="max",
-)
-listener_last_event_age_seconds = Gauge(
-    "listener_last_event_age_seconds",
-    "Seconds since the listener last heard from the broker",
-    multiprocess_mode="min",
-)
+# Computed at scrape time from the database by ordermgmt.ops.collectors (not kept in any
+# process): the listener may run on another machine, and a gauge a dead process last wrote
+# would lie. Their names are part of the contract like the rest.
+LISTENER_CONNECTED = "listener_connected"  # 1 while a listener is connected and subscribed
+LISTENER_LAST_EVENT_AGE_SECONDS = "listener_last_event_age_seconds"  # since it last heard
+ORDERS_STUCK = "orders_stuck"  # orders past their state's stuck threshold now, by state
+
 order_placement_seconds = Histogram(
     "order_placement_seconds",
     "Placement latency, request to broker answer",

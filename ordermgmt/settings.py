@@ -8,6 +8,7 @@ strict helpers in `ordermgmt.env`: a bad value stops start-up with a message nam
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from pathlib import Path
 
@@ -255,3 +256,30 @@ SPECTACULAR_SETTINGS = {
 # Unknown placements are verified in a background thread after the response (off in tests,
 # which drive verification themselves).
 ORDERMGMT_BACKGROUND_VERIFICATION = env_bool("ORDERMGMT_BACKGROUND_VERIFICATION", True)
+
+# --- Operations: /metrics, /healthz, /readyz (ordermgmt/ops) --------------------------------
+# /metrics answers a request that carries METRICS_TOKEN (`Authorization: Bearer <token>` or
+# `?token=<token>`) or comes from an address in METRICS_ALLOWED_IPS (addresses or networks;
+# "none" for token only). Behind a reverse proxy on this host every request comes from the
+# proxy's address: use the token there.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
+if [item.lower() for item in METRICS_ALLOWED_IPS] == ["none"]:
+    METRICS_ALLOWED_IPS = []
+for _network in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise EnvironmentSettingError(
+            "METRICS_ALLOWED_IPS",
+            env_str("METRICS_ALLOWED_IPS"),
+            f"IP addresses or networks (10.0.0.0/8), or none; {_network!r} is neither",
+        ) from None
+# Several processes (uvicorn workers, the listener, commands) export one set of metrics when
+# they share this directory (prometheus-client's multiprocess mode). It must exist, be empty
+# when the first of them starts, and be set before they start: see deploy/systemd.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise EnvironmentSettingError(
+        "PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR, "an existing directory"
+    )

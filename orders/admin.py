@@ -8,8 +8,14 @@ from django.utils.timesince import timesince
 
 from accounts.admin import PositionAdmin
 from accounts.models import Position, PositionClose
-from fills.models import Fill
-from orders.models import Order, OrderTransition, TransitionTrigger
+from fills.models import ArchivedFill, Fill
+from orders.models import (
+    ArchivedOrder,
+    ArchivedOrderTransition,
+    Order,
+    OrderTransition,
+    TransitionTrigger,
+)
 from orders.position_close import position_close
 
 
@@ -189,3 +195,62 @@ def close_positions(
 
 
 PositionAdmin.actions = [close_positions]
+
+
+# --- The archive: readable, never writable (archive_orders is the only writer). -------------
+
+
+class _ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class ArchivedOrderTransitionInline(_ReadOnlyInline):
+    model = ArchivedOrderTransition
+    fields = OrderTransitionInline.fields
+    readonly_fields = fields
+    ordering = ["version"]
+
+
+class ArchivedFillInline(_ReadOnlyInline):
+    model = ArchivedFill
+    fields = FillInline.fields
+    readonly_fields = fields
+
+
+@admin.register(ArchivedOrder)
+class ArchivedOrderAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "status",
+        "account",
+        "contract_id",
+        "side",
+        "type",
+        "size",
+        "filled_size",
+        "avg_fill_price",
+        "broker_order_id",
+        "created_at",
+        "archived_at",
+    ]
+    list_filter = ["status", "account", "contract_id", "created_at"]
+    search_fields = ["=id", "=broker_order_id", "=idempotency_key"]
+    date_hierarchy = "created_at"
+    list_select_related = ["account"]
+    inlines = [ArchivedOrderTransitionInline, ArchivedFillInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # archived orders leave only by the deletion retention

@@ -1,6 +1,20 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
+
+
+def _count_transition(sender: Any, order: Any, transition: Any, **kwargs: Any) -> None:
+    """Metrics for a committed change (the signal is sent after commit, never on rollback)."""
+    from ordermgmt import metrics
+
+    if transition.from_state != transition.to_state:  # same state: a field write, not a move
+        metrics.order_lifecycle_transitions_total.labels(
+            transition.from_state, transition.to_state, transition.trigger
+        ).inc()
+    if transition.is_correction:
+        metrics.order_corrections_total.labels(transition.from_state, transition.to_state).inc()
 
 
 class OrdersConfig(AppConfig):
@@ -11,4 +25,6 @@ class OrdersConfig(AppConfig):
         from orders.desk.broadcasts import on_order_changed
         from orders.signals import order_changed
 
+        # Counted first: a receiver that raises stops the ones after it.
+        order_changed.connect(_count_transition, dispatch_uid="orders.metrics.transitions")
         order_changed.connect(on_order_changed, dispatch_uid="orders.desk.broadcast")

@@ -28,6 +28,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
+from django.db import transaction
+
+from ordermgmt import metrics
+from orders.models import IdempotencyRecord
 
 logger = logging.getLogger(__name__)
 
@@ -119,9 +123,12 @@ def cache_get(account_id: int, key: str) -> StoredResponse | None:
         value = cache.get(_cache_key(account_id, key))
     except Exception:  # a cache outage must fall back to the database, never fail the request
         logger.warning("idempotency cache unavailable on read; using the database", exc_info=True)
+        metrics.idempotency_cache_misses.inc()
         return None
     if not isinstance(value, dict):
+        metrics.idempotency_cache_misses.inc()
         return None
+    metrics.idempotency_cache_hits.inc()
     return StoredResponse(**value)
 
 
@@ -132,3 +139,37 @@ def cache_put(account_id: int, key: str, stored: StoredResponse, ttl_seconds: in
         logger.warning(
             "idempotency cache unavailable on write; the database holds the record", exc_info=True
         )
+
+
+# --- Expiry ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    deleted: int
+    still_live: int
+
+
+def idempotency_records_delete_expired(
+    *, now: datetime, batch_size: int, dry_run: bool = False
+) -> CleanupReport:
+    """Delete the records (and so the stored responses) whose key expired before `now`.
+
+    Oldest first, `batch_size` per transaction, so a large backlog never holds one long
+    transaction. A retry after its key expired is a new request; the order it placed stays
+    (archive_orders moves it later). The cache entries expire on their own at the same time.
+    """
+    expired = IdempotencyRecord.objects.filter(expires_at__lt=now)
+    still_live = IdempotencyRecord.objects.filter(expires_at__gte=now).count()
+    if dry_run:
+        return CleanupReport(deleted=expired.count(), still_live=still_live)
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                expired.order_by("expires_at", "id").values_list("id", flat=True)[:batch_size]
+            )
+            if not batch:
+                break
+            deleted += IdempotencyRecord.objects.filter(pk__in=batch).delete()[0]
+    return CleanupReport(deleted=deleted, still_live=still_live)

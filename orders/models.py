@@ -63,6 +63,12 @@ class OrderType(models.TextChoices):
     JOIN_ASK = "join_ask", "Join ask"
 
 
+# Orders expected to complete on their own: a market or join order fills at once, so one still
+# working after the fill timeout is overdue. A resting limit or stop order without fills is
+# waiting for its price, not stalled. (The listener's fill timeout and stuck detection share it.)
+FILL_AT_ONCE_TYPES = (OrderType.MARKET, OrderType.JOIN_BID, OrderType.JOIN_ASK)
+
+
 class TransitionTrigger(models.TextChoices):
     API = "api", "Bot API"
     ADMIN = "admin", "Admin"
@@ -152,6 +158,12 @@ class Order(FSMModelMixin, models.Model):
                 fields=["account", "account_seq"],
                 condition=Q(status="created"),
                 name="order_placement_queue",
+            ),
+            # archive_orders walks terminal orders oldest first, (updated_at, id) as its cursor.
+            models.Index(
+                fields=["updated_at", "id"],
+                condition=Q(status__in=sorted(state.value for state in TERMINAL_STATES)),
+                name="order_archivable",
             ),
         ]
 
@@ -303,3 +315,140 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.state})"
+
+
+# --- The archive (orders/archival.py moves rows here; nothing else writes them) --------------
+
+
+class ArchivedOrder(models.Model):
+    """A terminal order moved out of `Order` by `archive_orders`, column for column.
+
+    The columns mirror `Order` exactly (a test holds them equal); the archive adds only
+    `archived_at`. No uniqueness rules: they guard live orders, and an archived order's
+    idempotency key has expired, so a new order may carry it again.
+    """
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    contract_id = models.CharField(max_length=64)
+    side = models.CharField(max_length=4, choices=OrderSide.choices)
+    type = models.CharField(max_length=16, choices=OrderType.choices)
+    size = models.PositiveIntegerField()
+    limit_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    stop_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    trail_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    custom_tag = models.CharField(max_length=64, null=True, blank=True)
+    broker_order_id = models.BigIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=OrderStatus.choices)
+    status_reason = models.TextField(blank=True, default="")
+    version = models.PositiveIntegerField()
+    state_entered_at = models.DateTimeField()
+    filled_size = models.PositiveIntegerField()
+    avg_fill_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
+    fill_notional = models.DecimalField(max_digits=30, decimal_places=9)
+    last_fill_at = models.DateTimeField(null=True, blank=True)
+    broker_fill_volume = models.PositiveIntegerField()
+    overfilled = models.BooleanField()
+    fill_timeout_handled_at = models.DateTimeField(null=True, blank=True)
+    last_server_ts = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    verification_attempts = models.PositiveIntegerField()
+    created_by = models.CharField(max_length=150, blank=True, default="")
+    account_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    archived_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["account", "created_at"], name="archived_order_account_created"),
+            # archive_orders deletes archived orders oldest first, (updated_at, id) as cursor.
+            models.Index(fields=["updated_at", "id"], name="archived_order_deletable"),
+            models.Index(fields=["broker_order_id"], name="archived_order_broker_id"),
+            models.Index(fields=["idempotency_key"], name="archived_order_idem_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.size} {self.contract_id} ({self.status}, archived)"
+
+    @property
+    def is_terminal(self) -> bool:
+        return True
+
+    @property
+    def remaining_size(self) -> int:
+        return max(self.size - self.filled_size, 0)
+
+
+class ArchivedOrderTransition(models.Model):
+    """An `OrderTransition` of an archived order, with its original id."""
+
+    id = models.BigIntegerField(primary_key=True)
+    order = models.ForeignKey(ArchivedOrder, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=20, choices=OrderStatus.choices)
+    to_state = models.CharField(max_length=20, choices=OrderStatus.choices)
+    at = models.DateTimeField()
+    time_in_previous_state = models.DurationField()
+    trigger = models.CharField(max_length=16, choices=TransitionTrigger.choices)
+    actor = models.CharField(max_length=150, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    is_correction = models.BooleanField(default=False)
+    changed_fields = models.JSONField(default=dict, blank=True)
+    server_ts = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["order", "version"]
+
+    def __str__(self) -> str:
+        return f"{self.from_state} -> {self.to_state}"
+
+
+class OrderIncludingArchived(models.Model):
+    """Read-only: every order, hot or archived, through the database view of that name.
+
+    The view is `SELECT ..., false AS archived FROM orders_order UNION ALL SELECT ..., true
+    FROM orders_archivedorder` (migration 0005), so the API can filter, order and paginate
+    across both tables in one query; an order is always in exactly one of them, because
+    archival moves it in one transaction. PostgreSQL refuses to change the type of a column a
+    view uses: a migration that alters an `Order` column drops the view first and recreates it
+    (and alters `ArchivedOrder` the same way).
+    """
+
+    id = models.UUIDField(primary_key=True)
+    account = models.ForeignKey(
+        Account, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
+    contract_id = models.CharField(max_length=64)
+    side = models.CharField(max_length=4, choices=OrderSide.choices)
+    type = models.CharField(max_length=16, choices=OrderType.choices)
+    size = models.PositiveIntegerField()
+    limit_price = models.DecimalField(null=True, **PRICE_DIGITS)
+    stop_price = models.DecimalField(null=True, **PRICE_DIGITS)
+    trail_price = models.DecimalField(null=True, **PRICE_DIGITS)
+    idempotency_key = models.CharField(max_length=255, null=True)
+    custom_tag = models.CharField(max_length=64, null=True)
+    broker_order_id = models.BigIntegerField(null=True)
+    status = models.CharField(max_length=20, choices=OrderStatus.choices)
+    status_reason = models.TextField()
+    version = models.PositiveIntegerField()
+    state_entered_at = models.DateTimeField()
+    filled_size = models.PositiveIntegerField()
+    avg_fill_price = models.DecimalField(null=True, **PRICE_DIGITS)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    archived = models.BooleanField()
+
+    class Meta:
+        managed = False
+        db_table = "orders_order_including_archived"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.size} {self.contract_id} ({self.status})"
+
+    @property
+    def remaining_size(self) -> int:
+        return max(self.size - self.filled_size, 0)

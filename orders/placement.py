@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -186,6 +187,7 @@ def order_place(
     trigger: str = TransitionTrigger.API,
     render: Renderer = _minimal_body,
 ) -> PlacementResult:
+    started = time.perf_counter()
     config = settings.ORDER_MANAGEMENT.idempotency
     now = timezone.now()
     key = (
@@ -211,6 +213,11 @@ def order_place(
         raise IdempotencyKeyReused(key) from None
 
     result = _send_in_turn(order, actor=actor, trigger=trigger)
+    # Request to broker answer, for placements that reached the broker's turn (replays and
+    # refusals answer from the database and would only blur it), by where the order landed.
+    metrics.order_placement_seconds.labels(result.order.status).observe(
+        time.perf_counter() - started
+    )
     body = render(result.order)
     IdempotencyRecord.objects.filter(pk=record.pk).update(
         state=IdempotencyRecord.State.COMPLETED,

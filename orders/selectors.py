@@ -6,12 +6,30 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
 from accounts.selectors import accounts_visible_to
-from fills.models import Fill
-from orders.models import Order, OrderTransition
+from fills.models import ArchivedFill, Fill
+from orders.models import (
+    ArchivedOrder,
+    ArchivedOrderTransition,
+    Order,
+    OrderIncludingArchived,
+    OrderTransition,
+)
+
+# Any order a reader may hold: hot, archived, or a row of the view over both.
+AnyOrder = Order | ArchivedOrder | OrderIncludingArchived
 
 
 def orders_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Order]:
     return Order.objects.filter(account__in=accounts_visible_to(user)).select_related("account")
+
+
+def orders_including_archived_visible_to(
+    user: AbstractBaseUser | AnonymousUser,
+) -> QuerySet[OrderIncludingArchived]:
+    """Hot and archived orders in one queryset (the database view over both tables)."""
+    return OrderIncludingArchived.objects.filter(
+        account__in=accounts_visible_to(user)
+    ).select_related("account")
 
 
 def order_list(
@@ -22,8 +40,11 @@ def order_list(
     contract_id: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
-) -> QuerySet[Order]:
-    orders = orders_visible_to(user)
+    include_archived: bool = False,
+) -> QuerySet[Order] | QuerySet[OrderIncludingArchived]:
+    orders: QuerySet[Order] | QuerySet[OrderIncludingArchived] = (
+        orders_including_archived_visible_to(user) if include_archived else orders_visible_to(user)
+    )
     if status:
         orders = orders.filter(status__in=status)
     if account is not None:
@@ -37,9 +58,18 @@ def order_list(
     return orders
 
 
-def order_transitions(*, order: Order) -> QuerySet[OrderTransition]:
-    return order.transitions.order_by("version")
+def _is_archived(order: AnyOrder) -> bool:
+    return isinstance(order, ArchivedOrder) or bool(getattr(order, "archived", False))
 
 
-def order_fills(*, order: Order) -> QuerySet[Fill]:
-    return Fill.objects.filter(order=order).order_by("broker_ts", "broker_trade_id")
+def order_transitions(
+    *, order: AnyOrder
+) -> QuerySet[OrderTransition] | QuerySet[ArchivedOrderTransition]:
+    if _is_archived(order):
+        return ArchivedOrderTransition.objects.filter(order_id=order.pk).order_by("version")
+    return OrderTransition.objects.filter(order_id=order.pk).order_by("version")
+
+
+def order_fills(*, order: AnyOrder) -> QuerySet[Fill] | QuerySet[ArchivedFill]:
+    model = ArchivedFill if _is_archived(order) else Fill
+    return model.objects.filter(order_id=order.pk).order_by("broker_ts", "broker_trade_id")

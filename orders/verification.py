@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 
 from accounts.gateway import get_gateway
+from ordermgmt import metrics
 from orders.exceptions import IllegalTransition
 from orders.models import Order, OrderStatus, TransitionTrigger
 from orders.placement import _SIDES, _TYPES
@@ -63,7 +64,23 @@ class VerificationResult:
     detail: str = ""
 
 
+def _attempted(phase: str, outcome: str) -> None:
+    # phase: direct | search | policy; outcome: found | absent | inconclusive | error
+    metrics.order_verification_attempts_total.labels(phase, outcome).inc()
+
+
 def order_verify(*, order_id: object, actor: str = "verification") -> VerificationResult:
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        result = _verify(order_id, actor)
+        outcome = result.outcome
+        return result
+    finally:
+        metrics.order_verification_seconds.labels(outcome).observe(time.perf_counter() - started)
+
+
+def _verify(order_id: object, actor: str) -> VerificationResult:
     order = Order.objects.select_related("account").get(pk=order_id)
     if order.status != OrderStatus.UNKNOWN:
         return VerificationResult(Outcome.NOT_UNKNOWN, order)
@@ -80,11 +97,15 @@ def order_verify(*, order_id: object, actor: str = "verification") -> Verificati
                 order_id=order.broker_order_id,
                 budget=config.direct_lookup_budget_ms / 1000,
             )
-            return _found(order, wire, MatchRule.BROKER_ORDER_ID, actor)
         except BrokerRejected:
+            _attempted("direct", "absent")
             problems.append("direct lookup: not found")
         except GatewayError as exc:
+            _attempted("direct", "error")
             problems.append(f"direct lookup: {exc}")
+        else:
+            _attempted("direct", "found")
+            return _found(order, wire, MatchRule.BROKER_ORDER_ID, actor)
 
     # Phase 2: search the window around the send time.
     sent_at = order.submitted_at or order.created_at
@@ -97,13 +118,16 @@ def order_verify(*, order_id: object, actor: str = "verification") -> Verificati
             budget=config.search_budget_ms / 1000,
         )
     except GatewayError as exc:
+        _attempted("search", "error")
         problems.append(f"search: {exc}")
         return _inconclusive(order, "; ".join(problems), actor)
 
     tagged = [c for c in candidates if order.custom_tag and c.custom_tag == order.custom_tag]
     if len(tagged) == 1:
+        _attempted("search", "found")
         return _found(order, tagged[0], MatchRule.CUSTOM_TAG, actor)
     if len(tagged) > 1:  # the broker keeps tags unique; if it ever does not, do not guess
+        _attempted("search", "inconclusive")
         return _inconclusive(order, f"{len(tagged)} broker orders carry our tag", actor)
 
     lookalikes = [c for c in candidates if _looks_like(order, c, sent_at, config)]
@@ -114,14 +138,17 @@ def order_verify(*, order_id: object, actor: str = "verification") -> Verificati
     )
     unclaimed = [c for c in lookalikes if c.id not in claimed]
     if len(unclaimed) == 1:
+        _attempted("search", "found")
         return _found(order, unclaimed[0], MatchRule.ATTRIBUTES, actor)
     if len(unclaimed) > 1:
+        _attempted("search", "inconclusive")
         return _inconclusive(
             order, f"{len(unclaimed)} untagged broker orders look like this one", actor
         )
 
     # The search succeeded and its window starts before the send time and is open-ended:
     # the broker does not have the order.
+    _attempted("search", "absent")
     try:
         order = order_transition(
             order_id=order.pk,
@@ -184,6 +211,9 @@ def verify_until_resolved(order_id: object, *, sleep: Any = time.sleep) -> Verif
         delay = min(delay * 2, config.backoff_max_ms / 1000)
         result = order_verify(order_id=order_id)
         attempts += 1
+    if result.outcome in {Outcome.FOUND, Outcome.ABSENT, Outcome.INCONCLUSIVE}:
+        # The policy's verdict after its retries (inconclusive: it gave up for now).
+        _attempted("policy", result.outcome)
     if result.outcome == Outcome.INCONCLUSIVE:
         logger.error(
             "ALERT order %s is still unknown after %d verification attempts; "

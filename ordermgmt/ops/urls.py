@@ -1,4 +1,11 @@
 from __future__ import annotations
 
-# /metrics, /healthz and /readyz (operations issue) are added here.
-urlpatterns: list = []
+from django.urls import URLPattern, path
+
+from ordermgmt.ops.views import healthz, metrics_view, readyz
+
+urlpatterns: list[URLPattern] = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
+]

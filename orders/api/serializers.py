@@ -6,7 +6,19 @@ from typing import Any
 from rest_framework import serializers
 
 from fills.models import Fill
-from orders.models import Order, OrderSide, OrderStatus, OrderTransition, OrderType
+from orders.models import (
+    Order,
+    OrderIncludingArchived,
+    OrderSide,
+    OrderStatus,
+    OrderTransition,
+    OrderType,
+)
+
+INCLUDE_ARCHIVED_HELP = (
+    "Also return orders moved to the archive (terminal and older than "
+    "lifecycle.archive.hotRetentionDays); each order then carries `archived`."
+)
 
 
 class PriceField(serializers.DecimalField):
@@ -76,6 +88,9 @@ class OrderListFilterSerializer(serializers.Serializer):
     contract_id = serializers.CharField(required=False, max_length=64)
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
+    include_archived = serializers.BooleanField(
+        required=False, default=False, help_text=INCLUDE_ARCHIVED_HELP
+    )
 
 
 class OrderOutputSerializer(serializers.ModelSerializer):
@@ -119,6 +134,15 @@ class OrderOutputSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
+        read_only_fields = fields
+
+
+class OrderIncludingArchivedOutputSerializer(OrderOutputSerializer):
+    """The order as above, from either table, saying which (`?include_archived=1`)."""
+
+    class Meta:
+        model = OrderIncludingArchived
+        fields = [*OrderOutputSerializer.Meta.fields, "archived"]
         read_only_fields = fields
 
 

@@ -19,18 +19,26 @@ from accounts.selectors import accounts_visible_to
 from ordermgmt.api.errors import error_body
 from orders.amend import order_cancel, order_modify
 from orders.api.serializers import (
+    INCLUDE_ARCHIVED_HELP,
     FillOutputSerializer,
     OrderCreateInputSerializer,
+    OrderIncludingArchivedOutputSerializer,
     OrderListFilterSerializer,
     OrderModifyInputSerializer,
     OrderOutputSerializer,
     OrderTransitionOutputSerializer,
 )
 from orders.exceptions import IfMatchRequired
-from orders.models import Order
+from orders.models import Order, OrderIncludingArchived
 from orders.placement import order_place, payload_from
 from orders.position_close import position_close
-from orders.selectors import order_fills, order_list, order_transitions, orders_visible_to
+from orders.selectors import (
+    order_fills,
+    order_list,
+    order_transitions,
+    orders_including_archived_visible_to,
+    orders_visible_to,
+)
 
 IDEMPOTENCY_DOC = (
     "Optional `Idempotency-Key` header (1-255 printable ASCII characters). The same key with the "
@@ -43,11 +51,18 @@ IDEMPOTENCY_DOC = (
 )
 
 
-def _etag(order: Order) -> str:
+INCLUDE_ARCHIVED_PARAMETER = OpenApiParameter(
+    "include_archived", OpenApiTypes.BOOL, OpenApiParameter.QUERY, description=INCLUDE_ARCHIVED_HELP
+)
+
+
+def _etag(order: Order | OrderIncludingArchived) -> str:
     return f'"{order.version}"'
 
 
-def _order_response(request: Request, order: Order, status: int, data: Any = None) -> Response:
+def _order_response(
+    request: Request, order: Order | OrderIncludingArchived, status: int, data: Any = None
+) -> Response:
     response = Response(
         data if data is not None else OrderOutputSerializer(order).data, status=status
     )
@@ -92,9 +107,14 @@ class OrderListCreateApi(APIView):
         if "status" in params:
             params["status"] = sorted(params["status"])
         orders = order_list(user=request.user, **params)
+        output = (
+            OrderIncludingArchivedOutputSerializer
+            if params["include_archived"]
+            else OrderOutputSerializer
+        )
         paginator = OrderPagination()
         page = paginator.paginate_queryset(orders, request, view=self)
-        return paginator.get_paginated_response(OrderOutputSerializer(page, many=True).data)
+        return paginator.get_paginated_response(output(page, many=True).data)
 
     @extend_schema(
         operation_id="orders_create",
@@ -138,10 +158,35 @@ def _visible_order(request: Request, order_id: str) -> Order:
     return get_object_or_404(orders_visible_to(request.user), pk=order_id)
 
 
+def _include_archived(request: Request) -> bool:
+    raw = request.query_params.get("include_archived")
+    if raw is None:
+        return False
+    try:
+        return bool(serializers.BooleanField().to_internal_value(raw))
+    except serializers.ValidationError as exc:
+        raise serializers.ValidationError({"include_archived": exc.detail}) from None
+
+
+def _readable_order(request: Request, order_id: str) -> Order | OrderIncludingArchived:
+    """The order to read: hot only, or from either table with `?include_archived=1`."""
+    if _include_archived(request):
+        return get_object_or_404(orders_including_archived_visible_to(request.user), pk=order_id)
+    return _visible_order(request, order_id)
+
+
 class OrderDetailApi(APIView):
-    @extend_schema(operation_id="orders_retrieve", responses=OrderOutputSerializer)
+    @extend_schema(
+        operation_id="orders_retrieve",
+        parameters=[INCLUDE_ARCHIVED_PARAMETER],
+        responses=OrderOutputSerializer,
+    )
     def get(self, request: Request, order_id: str) -> Response:
-        return _order_response(request, _visible_order(request, order_id), 200)
+        order = _readable_order(request, order_id)
+        if isinstance(order, OrderIncludingArchived):
+            data = OrderIncludingArchivedOutputSerializer(order).data
+            return _order_response(request, order, 200, data)
+        return _order_response(request, order, 200)
 
     @extend_schema(
         operation_id="orders_modify",
@@ -181,19 +226,25 @@ class OrderCancelApi(APIView):
 
 class OrderTransitionsApi(APIView):
     @extend_schema(
-        operation_id="orders_transitions", responses=OrderTransitionOutputSerializer(many=True)
+        operation_id="orders_transitions",
+        parameters=[INCLUDE_ARCHIVED_PARAMETER],
+        responses=OrderTransitionOutputSerializer(many=True),
     )
     def get(self, request: Request, order_id: str) -> Response:
-        order = _visible_order(request, order_id)
+        order = _readable_order(request, order_id)
         return Response(
             OrderTransitionOutputSerializer(order_transitions(order=order), many=True).data
         )
 
 
 class OrderFillsApi(APIView):
-    @extend_schema(operation_id="orders_fills", responses=FillOutputSerializer(many=True))
+    @extend_schema(
+        operation_id="orders_fills",
+        parameters=[INCLUDE_ARCHIVED_PARAMETER],
+        responses=FillOutputSerializer(many=True),
+    )
     def get(self, request: Request, order_id: str) -> Response:
-        order = _visible_order(request, order_id)
+        order = _readable_order(request, order_id)
         return Response(FillOutputSerializer(order_fills(order=order), many=True).data)
 
 

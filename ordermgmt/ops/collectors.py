@@ -1,0 +1,58 @@
+"""Metrics read from the database at scrape time, in whichever process answers /metrics.
+
+The listener's health and the stuck orders are facts about the database and the broker
+connection, not about one process: a gauge the listener process set would vanish with it (or,
+in multiprocess mode, linger after it died), and the listener may run on another machine.
+Computed per scrape from `ListenerHeartbeat` rows and the orders table, they are always current.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+
+from django.utils import timezone
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ordermgmt import metrics
+from ordermgmt.ops.health import listener_state
+
+logger = logging.getLogger(__name__)
+
+
+class DatabaseStateCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        from orders.stuck import stuck_orders_count
+
+        now = timezone.now()
+        try:
+            listener = listener_state(now=now)
+            stuck = stuck_orders_count(now=now)
+        except Exception:  # /metrics must still answer with the rest when the database cannot
+            logger.warning("database metrics unavailable for this scrape", exc_info=True)
+            return
+        yield GaugeMetricFamily(
+            metrics.LISTENER_CONNECTED,
+            "1 while a listener with a fresh heartbeat is connected and subscribed",
+            value=1 if listener.connected else 0,
+        )
+        age = (
+            (now - listener.last_heard_at).total_seconds()
+            if listener.last_heard_at is not None
+            else math.inf  # never heard: as stale as it gets
+        )
+        yield GaugeMetricFamily(
+            metrics.LISTENER_LAST_EVENT_AGE_SECONDS,
+            "Seconds since a listener last heard from the broker (event or ping)",
+            value=max(age, 0.0),
+        )
+        stuck_family = GaugeMetricFamily(
+            metrics.ORDERS_STUCK,
+            "Orders stuck past their state's threshold right now, by state",
+            labels=["state"],
+        )
+        for state, count in stuck.items():
+            stuck_family.add_metric([state], count)
+        yield stuck_family
