@@ -128,23 +128,39 @@ def advisory_lock(namespace: int, key: int, *, timeout: float) -> Any:
 
     Taken outside any transaction, so that the block may call the broker (no network I/O in a
     transaction), and released in `finally`; if the process dies, PostgreSQL releases it with
-    the session. On SQLite (the embedded default, one process) a process-local lock stands in.
-    Waits up to `timeout` seconds, then raises TurnTimeout.
+    the session. Waits up to `timeout` seconds, then raises TurnTimeout.
+
+    Within one process, the waiters for one key first queue on a process-local lock, having
+    given their database connection back to the pool: only one of them per process waits at
+    PostgreSQL, holding a connection. Without that funnel, fifty requests waiting for one
+    account's turn held fifty pooled connections and starved every other request. The lock in
+    PostgreSQL is still what decides across processes. On SQLite (the embedded default, one
+    process) the process-local lock is the whole lock.
     """
     if connection.in_atomic_block:
         raise RuntimeError("advisory_lock must not be taken inside a transaction")
     started = time.perf_counter()
-    if connection.vendor != "postgresql":
-        with _local_locks_guard:
-            lock = _local_locks.setdefault((namespace, key), threading.Lock())
-        if not lock.acquire(timeout=timeout):
+    with _local_locks_guard:
+        local = _local_locks.setdefault((namespace, key), threading.Lock())
+    if not local.acquire(blocking=False):
+        connection.close()  # back to the pool while we wait in memory
+        if not local.acquire(timeout=timeout):
             raise TurnTimeout(f"lock {namespace}:{key} busy for {timeout} s")
-        try:
+    try:
+        if connection.vendor != "postgresql":
             yield
-        finally:
-            lock.release()
-        return
+            return
+        remaining = max(0.001, timeout - (time.perf_counter() - started))
+        with _postgres_advisory_lock(namespace, key, remaining):
+            metrics.lock_wait_seconds.labels("advisory").observe(time.perf_counter() - started)
+            metrics.lock_acquisitions_total.labels("advisory").inc()
+            yield
+    finally:
+        local.release()
 
+
+@contextlib.contextmanager
+def _postgres_advisory_lock(namespace: int, key: int, timeout: float) -> Any:
     # A blocking wait, bounded by lock_timeout for this one statement: PostgreSQL queues the
     # waiters in arrival order and wakes the next one when the lock frees; no polling.
     with connection.cursor() as cursor:
@@ -157,8 +173,6 @@ def advisory_lock(namespace: int, key: int, *, timeout: float) -> Any:
             raise
         finally:
             cursor.execute("RESET lock_timeout")  # back to the connection's configured value
-    metrics.lock_wait_seconds.labels("advisory").observe(time.perf_counter() - started)
-    metrics.lock_acquisitions_total.labels("advisory").inc()
     try:
         yield
     finally:

@@ -81,3 +81,48 @@ def test_lock_in_order_refuses_to_run_outside_a_transaction() -> None:
     # should insist on a transaction: a lock outside one is released at once
     with pytest.raises(RuntimeError):
         lock_in_order(accounts=[make_account()])
+
+
+def test_waiters_for_one_turn_do_not_each_hold_a_database_connection() -> None:
+    from ordermgmt.locking import advisory_lock
+
+    key = 424_242
+    holding, release = threading.Event(), threading.Event()
+    finished: list[str] = []
+
+    def holder() -> None:
+        try:
+            with advisory_lock(0x6F70, key, timeout=10):
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def waiter(index: int) -> None:
+        try:
+            Account.objects.exists()  # a request has used its connection before it waits
+            with advisory_lock(0x6F70, key, timeout=10):
+                finished.append(f"waiter {index}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=holder)]
+    threads[0].start()
+    assert holding.wait(5)
+    threads += [threading.Thread(target=waiter, args=(n,)) for n in range(10)]
+    for thread in threads[1:]:
+        thread.start()
+    threading.Event().wait(0.5)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+        )
+        waiting_in_postgres = cursor.fetchone()[0]
+    release.set()
+    for thread in threads:
+        thread.join(timeout=20)
+    # should keep at most one waiter of this process at PostgreSQL (holding a connection); the
+    # others wait in memory, and every one of them gets its turn
+    assert waiting_in_postgres <= 1
+    assert len(finished) == 10
