@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
+from typing import Any
 
 from django.contrib.auth.models import User
+from django.db import connection
 
 from accounts.gateway import get_gateway
 from accounts.models import Account, Contract
@@ -23,10 +26,37 @@ def contract_resolve(*, contract_id: str) -> Contract | None:
     contract = Contract.objects.filter(contract_id=contract_id).first()
     if contract is not None:
         return contract
+    # One look-up per contract at a time in this process: a burst of first orders on a new
+    # contract would otherwise send the broker one identical request each (and queue them
+    # behind the rate limit until some ran out of budget).
+    lock = _lookup_lock(contract_id)
+    if not lock.acquire(blocking=False):
+        if not connection.in_atomic_block:
+            connection.close()  # wait without holding a pooled connection
+        lock.acquire()
     try:
-        wire = get_gateway().get_contract(contract_id, budget=CONTRACT_LOOKUP_BUDGET_SECONDS)
-    except BrokerRejected:
-        return None
+        contract = Contract.objects.filter(contract_id=contract_id).first()
+        if contract is not None:
+            return contract
+        try:
+            wire = get_gateway().get_contract(contract_id, budget=CONTRACT_LOOKUP_BUDGET_SECONDS)
+        except BrokerRejected:
+            return None
+        return _store_contract(wire)
+    finally:
+        lock.release()
+
+
+_lookup_locks: dict[str, threading.Lock] = {}
+_lookup_locks_guard = threading.Lock()
+
+
+def _lookup_lock(contract_id: str) -> threading.Lock:
+    with _lookup_locks_guard:
+        return _lookup_locks.setdefault(contract_id, threading.Lock())
+
+
+def _store_contract(wire: Any) -> Contract:
     contract, _ = Contract.objects.update_or_create(
         contract_id=wire.id,
         defaults={
