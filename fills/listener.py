@@ -43,7 +43,6 @@ from projectx.client import ProjectXClient
 from projectx.config import GatewayConfig
 from projectx.enums import EventAction
 from projectx.hub import UserHubClient
-from projectx.models import Account as WireAccount
 from projectx.models import Order as WireOrder
 from projectx.models import Position as WirePosition
 from projectx.models import Trade as WireTrade
@@ -475,6 +474,4 @@ def _server_ts(payload: Any) -> datetime | None:
         return payload.update_timestamp or payload.creation_timestamp
     if isinstance(payload, WireTrade | WirePosition):
         return payload.creation_timestamp
-    if isinstance(payload, WireAccount):
-        return None
-    return None
+    return None  # account events carry no server time

@@ -493,7 +493,6 @@ def account_apply(*, wire: WireAccount) -> None:
 # Orders expected to complete on their own (FILL_AT_ONCE_TYPES, shared with stuck detection):
 # one still working `timeoutSeconds` after submission is overdue. A resting limit or stop order
 # without fills is waiting for its price, so the timer runs for it only from its first fill.
-_FILL_AT_ONCE_TYPES = FILL_AT_ONCE_TYPES
 
 
 def orders_past_fill_timeout(*, now: datetime) -> list[Order]:
@@ -507,7 +506,7 @@ def orders_past_fill_timeout(*, now: datetime) -> list[Order]:
     partially = Q(status=OrderStatus.PARTIALLY_FILLED, last_fill_at__lt=cutoff)
     overdue = Q(
         status=OrderStatus.OPEN,
-        type__in=_FILL_AT_ONCE_TYPES,
+        type__in=FILL_AT_ONCE_TYPES,
         filled_size=0,
         submitted_at__lt=cutoff,
         fill_timeout_handled_at__isnull=True,

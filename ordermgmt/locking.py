@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connection
 
 from ordermgmt import metrics
 
@@ -104,11 +104,6 @@ def lock_in_order(
         metrics.lock_acquisitions_total.labels(kind).inc(len(rows))
         locked[kind] = rows
     return locked
-
-
-def atomic_with_retry(func: Callable[P, R]) -> Callable[P, R]:
-    """`retry_on_deadlock` around `transaction.atomic`: the usual shape for a writer."""
-    return retry_on_deadlock(transaction.atomic(func))
 
 
 # --- Advisory locks: one holder at a time across every process -----------------------------

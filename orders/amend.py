@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from accounts.gateway import get_gateway
 from orders.exceptions import BrokerUnavailable, IllegalTransition, InvalidOrder, VersionConflict
-from orders.models import TERMINAL_STATES, Order, OrderStatus, TransitionTrigger
+from orders.models import Order, OrderStatus, TransitionTrigger
 from orders.placement import order_validate_prices, payload_from
 from orders.services import order_apply_broker_order, order_transition, order_update
 from projectx.errors import AmbiguousError, BrokerRejected, GatewayError
@@ -130,7 +130,7 @@ def order_modify(
         raise VersionConflict(current=order, expected_version=expected_version)
     if order.status in {OrderStatus.SUBMITTING, OrderStatus.UNKNOWN, OrderStatus.CREATED}:
         raise OutcomeNotKnownYet(order_id=order.pk, from_state=order.status, to_state=order.status)
-    if order.status not in _MODIFIABLE or order.status in TERMINAL_STATES:
+    if order.status not in _MODIFIABLE:
         raise IllegalTransition(order_id=order.pk, from_state=order.status, to_state=order.status)
 
     new_size = changes.get("size", order.size)

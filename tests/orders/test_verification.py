@@ -91,7 +91,11 @@ def test_a_broker_that_stays_down_leaves_the_order_unknown_after_every_attempt(
     # should retry with growing waits up to the configured attempts, then leave it unknown
     assert result.outcome == Outcome.INCONCLUSIVE
     assert len(sleeps) == attempts - 1
-    assert sleeps == sorted(sleeps) or max(sleeps) <= 30
+    backoff = settings.ORDER_MANAGEMENT.verification
+    for attempt, slept in enumerate(sleeps):
+        planned = min(backoff.backoff_initial_ms * 2**attempt, backoff.backoff_max_ms) / 1000
+        # should wait the doubling backoff, jittered down to half of it, never longer
+        assert planned / 2 <= slept <= planned
     order = Order.objects.get(pk=order_id)
     assert order.status == "unknown"
     assert order.verification_attempts == attempts
