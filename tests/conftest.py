@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.db import connection
+from pydantic import BaseModel
 
 from tests import settings as test_settings
 
@@ -32,6 +35,26 @@ def redis_url() -> str:
     if not test_settings.REDIS_AVAILABLE:
         _missing("Redis", "nothing answers on 127.0.0.1:6379")
     return test_settings.TEST_REDIS_URL
+
+
+# --- The YAML config, changed for one test ----------------------------------------------
+
+
+def _with(model: BaseModel, path: list[str], values: dict[str, Any]) -> BaseModel:
+    if not path:
+        return model.model_copy(update=values)
+    child = getattr(model, path[0])
+    return model.model_copy(update={path[0]: _with(child, path[1:], values)})
+
+
+@pytest.fixture
+def tune(settings) -> Callable[..., None]:
+    """Change keys of the YAML config for one test: tune("lifecycle.archive", batch_size=2)."""
+
+    def apply(section: str, **values: Any) -> None:
+        settings.ORDER_MANAGEMENT = _with(settings.ORDER_MANAGEMENT, section.split("."), values)
+
+    return apply
 
 
 # --- The broker: a real simulator on a loopback socket, wired into the process's gateway. --

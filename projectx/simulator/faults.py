@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from projectx.enums import PlaceOrderErrorCode
@@ -25,7 +25,9 @@ from projectx.enums import PlaceOrderErrorCode
 if TYPE_CHECKING:
     from projectx.simulator.broker import Broker
 
-HttpFaultKind = Literal["status", "lose_response", "delay_response", "drop_request"]
+HttpFaultKind = Literal[
+    "status", "lose_response", "delay_response", "drop_request", "hold_response"
+]
 
 
 class ConnectionController(Protocol):
@@ -50,6 +52,28 @@ def normalize_path(path: str) -> str:
     return cleaned
 
 
+class HeldResponse:
+    """A gate for one request: the broker acts, then its answer waits until `release()`.
+
+    Lets a test put events in a chosen order without timing: `wait_until_acted()` returns once
+    the broker has carried the request out (its hub events are on their way); the test makes
+    the other side happen (e.g. waits for the listener to apply them), then `release()`s the
+    answer, which is sent (`then="answer"`) or lost with a cut connection (`then="lose"`).
+    """
+
+    def __init__(self, then: Literal["answer", "lose"]) -> None:
+        self.then = then
+        self.acted = threading.Event()
+        self.released = threading.Event()
+
+    def wait_until_acted(self, timeout: float = 10.0) -> None:
+        if not self.acted.wait(timeout):
+            raise TimeoutError(f"no matching request reached the broker within {timeout} s")
+
+    def release(self) -> None:
+        self.released.set()
+
+
 @dataclass
 class HttpFault:
     kind: HttpFaultKind
@@ -59,6 +83,18 @@ class HttpFault:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    gate: HeldResponse | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "remaining": self.remaining,
+            "status": self.status,
+            "body": self.body,
+            "headers": dict(self.headers),
+            "delay": self.delay,
+        }
 
     def matches(self, normalized_path: str) -> bool:
         return self.path is None or fnmatch.fnmatchcase(normalized_path, normalize_path(self.path))
@@ -128,6 +164,16 @@ class Faults:
         """Process the request at once, then hold the answer for `seconds` (the broker has
         acted, the client just hears late). If the client gives up first it gets nothing."""
         self._add(HttpFault("delay_response", path, count, delay=seconds))
+
+    def hold_response(
+        self, *, path: str = "Order/place", then: Literal["answer", "lose"] = "answer"
+    ) -> HeldResponse:
+        """Process the next matching request at once, then hold its answer until the returned
+        gate is released (see `HeldResponse`). For putting a hub event before a REST answer
+        deterministically. The client may give up first (its own timeout)."""
+        gate = HeldResponse(then)
+        self._add(HttpFault("hold_response", path, 1, gate=gate))
+        return gate
 
     def drop_requests(self, *, path: str | None = None, count: int | None = 1) -> None:
         """Close the TCP connection as soon as a matching request arrives, before processing:
@@ -271,7 +317,7 @@ class Faults:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
-                "http": [asdict(fault) for fault in self._http],
+                "http": [fault.describe() for fault in self._http],
                 "hubStalled": self._hub_stalled,
                 "dropEvents": self._drop_events,
                 "duplicateEvents": self._duplicate_events,

@@ -14,6 +14,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import timedelta
 from decimal import Decimal
@@ -25,7 +26,7 @@ from aiohttp import web
 from projectx.simulator.auth import DEFAULT_TOKEN_LIFETIME, TokenStore
 from projectx.simulator.broker import Account, Broker, BrokerEvent, Contract, User
 from projectx.simulator.control import add_control_routes
-from projectx.simulator.faults import Faults
+from projectx.simulator.faults import Faults, normalize_path
 from projectx.simulator.hub import HubSettings, UserHub
 from projectx.simulator.rest import RestApi
 from projectx.simulator.wire import dump_json
@@ -70,6 +71,9 @@ class GatewaySimulator:
             handshake_timeout=handshake_timeout,
         )
         self._stopping = False
+        # Requests served per REST path (normalized, e.g. "order/search"), for tests that
+        # count what a client spent of the broker's rate budget.
+        self.request_counts: Counter[str] = Counter()
         self.hub = UserHub(
             self.broker,
             self.tokens,
@@ -292,6 +296,7 @@ class GatewaySimulator:
     ) -> web.StreamResponse:
         if request.path.startswith(_CONTROL_PREFIX):
             return await handler(request)
+        self.request_counts[normalize_path(request.path)] += 1
         fault = self.faults.take_http_fault(request.path)
         if fault is None:
             return await handler(request)
@@ -311,6 +316,16 @@ class GatewaySimulator:
         if fault.kind == "delay_response":
             await self._sleep_unless_stopping(fault.delay)
             return response
+        if fault.kind == "hold_response" and fault.gate is not None:
+            gate = fault.gate
+            gate.acted.set()
+            # The gate is a threading.Event released from the test's thread (an asyncio.Event
+            # cannot be set from there), so this loop polls it.
+            while not gate.released.is_set() and not self._stopping:  # noqa: ASYNC110
+                await asyncio.sleep(0.002)
+            if gate.then == "answer":
+                return response
+            return await self._cut_connection(request)
         # lose_response: hold until the client gives up (handler cancelled) or we stop.
         await self._sleep_unless_stopping(None)
         return await self._cut_connection(request)
