@@ -29,16 +29,10 @@ from accounts.gateway import get_gateway
 from accounts.models import Account, Position, PositionType
 from fills.models import Fill
 from ordermgmt import metrics
+from orders import lifecycle
+from orders import wire as wire_maps
 from orders.exceptions import IllegalTransition
-from orders.models import (
-    FILL_AT_ONCE_TYPES,
-    PRICE_DIGITS,
-    Order,
-    OrderSide,
-    OrderStatus,
-    OrderType,
-    TransitionTrigger,
-)
+from orders.models import PRICE_DIGITS, Order, OrderStatus, TransitionTrigger
 from orders.services import (
     BrokerEvidence,
     BrokerOrderResult,
@@ -58,17 +52,6 @@ logger = logging.getLogger(__name__)
 PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_DIGITS["decimal_places"])
 # Wide enough that sums of price x size never round (20-digit prices x 6-digit sizes, summed).
 _EXACT = decimal.Context(prec=60)
-
-_SIDES = {enums.OrderSide.BID: OrderSide.BUY, enums.OrderSide.ASK: OrderSide.SELL}
-_TYPES = {
-    enums.OrderType.MARKET: OrderType.MARKET,
-    enums.OrderType.LIMIT: OrderType.LIMIT,
-    enums.OrderType.STOP: OrderType.STOP,
-    enums.OrderType.STOP_LIMIT: OrderType.STOP_LIMIT,
-    enums.OrderType.TRAILING_STOP: OrderType.TRAILING_STOP,
-    enums.OrderType.JOIN_BID: OrderType.JOIN_BID,
-    enums.OrderType.JOIN_ASK: OrderType.JOIN_ASK,
-}
 
 
 class FillOutcome(StrEnum):
@@ -130,21 +113,7 @@ def _settle_fills(
         "last_fill_at": last_fill_at,
         "overfilled": overfilled,
     }
-    target: str | None
-    if filled >= order.size:
-        target = OrderStatus.FILLED
-    elif filled > 0 and order.status in {
-        OrderStatus.SUBMITTING,
-        OrderStatus.UNKNOWN,
-        OrderStatus.OPEN,
-        OrderStatus.PARTIALLY_FILLED,
-        OrderStatus.FAILED,
-    }:
-        target = OrderStatus.PARTIALLY_FILLED
-    elif order.status == OrderStatus.PENDING_CANCEL and filled > 0:
-        target = OrderStatus.PENDING_CANCEL  # a fill while the cancel is pending
-    else:
-        target = None
+    target = lifecycle.state_for_fills(order, filled=filled)
     self_loop = target in {OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL}
     if target is not None and (target != order.status or self_loop):
         try:
@@ -208,7 +177,7 @@ def _fill_apply(account: Account, trade: WireTrade, trigger: str) -> FillResult:
         broker_trade_id=trade.id,
         broker_order_id=trade.order_id,
         contract_id=trade.contract_id,
-        side=_SIDES[trade.side],
+        side=wire_maps.from_wire_side(trade.side),
         size=trade.size,
         price=trade.price,
         fees=trade.fees or Decimal(0),
@@ -352,8 +321,8 @@ def _find_or_mirror(account: Account, wire: WireOrder, trigger: str) -> Order:
             order = order_create(
                 account_id=account.pk,
                 contract_id=wire.contract_id,
-                side=_SIDES[wire.side],
-                type=_TYPES.get(wire.type, OrderType.MARKET),
+                side=wire_maps.from_wire_side(wire.side),
+                type=wire_maps.from_wire_type(wire.type),
                 size=wire.size,
                 limit_price=wire.limit_price,
                 stop_price=wire.stop_price,
@@ -490,30 +459,12 @@ def account_apply(*, wire: WireAccount) -> None:
 
 # --- Completion timeouts ---------------------------------------------------------------------
 
-# Orders expected to complete on their own (FILL_AT_ONCE_TYPES, shared with stuck detection):
-# one still working `timeoutSeconds` after submission is overdue. A resting limit or stop order
-# without fills is waiting for its price, so the timer runs for it only from its first fill.
-
 
 def orders_past_fill_timeout(*, now: datetime) -> list[Order]:
     """Orders with no completion `partialFillTracking.timeoutSeconds` after their last fill
     (or submission), not yet handled since. Derived from stored times: survives restarts."""
-    timeout = timedelta(seconds=settings.ORDER_MANAGEMENT.partial_fill_tracking.timeout_seconds)
-    cutoff = now - timeout
-    not_handled_since_last_fill = Q(fill_timeout_handled_at__isnull=True) | Q(
-        fill_timeout_handled_at__lt=F("last_fill_at")
-    )
-    partially = Q(status=OrderStatus.PARTIALLY_FILLED, last_fill_at__lt=cutoff)
-    overdue = Q(
-        status=OrderStatus.OPEN,
-        type__in=FILL_AT_ONCE_TYPES,
-        filled_size=0,
-        submitted_at__lt=cutoff,
-        fill_timeout_handled_at__isnull=True,
-    )
     return list(
-        Order.objects.filter(partially | overdue)
-        .filter(not_handled_since_last_fill)
+        Order.objects.filter(lifecycle.fill_timeout_due(now=now))
         .select_related("account")
         .order_by("last_fill_at")[:200]
     )

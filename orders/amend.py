@@ -11,10 +11,16 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from django.utils import timezone
-
 from accounts.gateway import get_gateway
-from orders.exceptions import BrokerUnavailable, IllegalTransition, InvalidOrder, VersionConflict
+from orders import lifecycle
+from orders.exceptions import (
+    BrokerUnavailable,
+    IllegalTransition,
+    InvalidOrder,
+    NotCancellable,
+    VersionConflict,
+)
+from orders.lifecycle import CancelDecision
 from orders.models import Order, OrderStatus, TransitionTrigger
 from orders.placement import order_validate_prices, payload_from
 from orders.services import order_apply_broker_order, order_transition, order_update
@@ -23,8 +29,6 @@ from projectx.errors import AmbiguousError, BrokerRejected, GatewayError
 logger = logging.getLogger(__name__)
 
 RECONCILE_BUDGET_SECONDS = 2.0
-_CANCELLABLE = {OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED}
-_MODIFIABLE = {OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED}
 
 
 class OutcomeNotKnownYet(IllegalTransition):
@@ -33,10 +37,12 @@ class OutcomeNotKnownYet(IllegalTransition):
     code = "outcome_not_known"
 
 
-def _reconcile(order: Order, *, trigger: str, actor: str, reason: str) -> Order:
+def _reconcile(
+    order: Order, *, trigger: str, actor: str, reason: str, cancel_refused: bool = False
+) -> Order:
     """Adopt the broker's view of the order; keep ours when the broker cannot be asked."""
     try:
-        wire = get_gateway().get_order(
+        broker_order = get_gateway().get_order(
             account_id=order.account.broker_account_id,
             order_id=order.broker_order_id,
             budget=RECONCILE_BUDGET_SECONDS,
@@ -45,7 +51,12 @@ def _reconcile(order: Order, *, trigger: str, actor: str, reason: str) -> Order:
         logger.warning("could not reconcile order %s with the broker: %s", order.pk, exc)
         return Order.objects.select_related("account").get(pk=order.pk)
     updated = order_apply_broker_order(
-        order_id=order.pk, broker_order=wire, trigger=trigger, reason=reason, actor=actor
+        order_id=order.pk,
+        broker_order=broker_order,
+        trigger=trigger,
+        reason=reason,
+        actor=actor,
+        cancel_refused=cancel_refused,
     )
     return updated.order
 
@@ -57,58 +68,90 @@ def order_cancel(
     actor: str,
     trigger: str = TransitionTrigger.API,
 ) -> Order:
+    """Cancel an order; safe to retry. What happens is `lifecycle.cancel_decision`'s:
+
+    - never sent: cancelled here; working: the cancel is sent (after the version check);
+    - already `pending_cancel` (a retry after a lost answer): the cancel is sent again, which
+      is harmless at the broker and settles it sooner than the sweep would;
+    - already `cancelled`: returned as it is; ended otherwise: `NotCancellable` (409).
+
+    The order comes back `cancelled` once the broker confirms, or still `pending_cancel` with
+    the reason while it has not (the stream or the sweep settles it).
+    """
     order = Order.objects.select_related("account").get(pk=order_id)
-    if order.status == OrderStatus.CREATED:
-        # Never sent: cancelling is a local matter.
-        return order_transition(
-            order_id=order.pk,
-            to_state=OrderStatus.CANCELLED,
-            trigger=trigger,
-            expected_version=expected_version,
-            actor=actor,
-            reason="cancelled before sending",
-        )
-    if order.status == OrderStatus.PENDING_CANCEL:
-        return order  # already asked; the broker's confirmation is on its way
-    if order.status in {OrderStatus.SUBMITTING, OrderStatus.UNKNOWN}:
+    decision = lifecycle.cancel_decision(order)
+    if decision == CancelDecision.LOCAL:
+        try:
+            return order_transition(
+                order_id=order.pk,
+                to_state=OrderStatus.CANCELLED,
+                trigger=trigger,
+                expected_version=expected_version,
+                actor=actor,
+                reason="cancelled before sending",
+            )
+        except IllegalTransition:  # it was sent meanwhile: decide again from where it is
+            return order_cancel(
+                order_id=order_id, expected_version=None, actor=actor, trigger=trigger
+            )
+    if decision == CancelDecision.ALREADY_CANCELLED:
+        return order
+    if decision == CancelDecision.NOT_CANCELLABLE:
+        raise NotCancellable(current=order)
+    if decision == CancelDecision.OUTCOME_NOT_KNOWN:
         raise OutcomeNotKnownYet(
             order_id=order.pk, from_state=order.status, to_state=OrderStatus.PENDING_CANCEL
         )
-    if order.status not in _CANCELLABLE:
-        raise IllegalTransition(
-            order_id=order.pk, from_state=order.status, to_state=OrderStatus.CANCELLED
-        )
+    if decision == CancelDecision.SEND:
+        try:
+            order = order_transition(
+                order_id=order.pk,
+                to_state=OrderStatus.PENDING_CANCEL,
+                trigger=trigger,
+                expected_version=expected_version,
+                actor=actor,
+                reason="cancel requested",
+            )
+        except IllegalTransition:  # the broker moved it on meanwhile (filled, cancelled)
+            return order_cancel(
+                order_id=order_id, expected_version=None, actor=actor, trigger=trigger
+            )
+    return _send_cancel(order, actor=actor)
 
-    order = order_transition(
-        order_id=order.pk,
-        to_state=OrderStatus.PENDING_CANCEL,
-        trigger=trigger,
-        expected_version=expected_version,
-        actor=actor,
-        reason="cancel requested",
-    )
+
+def _send_cancel(order: Order, *, actor: str) -> Order:
     try:
         get_gateway().cancel_order(
             account_id=order.account.broker_account_id, order_id=order.broker_order_id
         )
     except BrokerRejected as exc:
-        # E.g. the order filled a moment ago: the broker's view of the order says what it is.
+        # E.g. the order filled a moment ago: the broker's view of the order says what it is,
+        # and a working order whose cancel was refused is working again at once.
         logger.info("broker refused to cancel order %s: %s", order.pk, exc)
         return _reconcile(
             order,
             trigger=TransitionTrigger.BROKER_REST,
             actor=actor,
             reason=f"cancel refused by the broker: {exc.broker_message or ''}",
+            cancel_refused=True,
         )
     except GatewayError as exc:
-        # Ambiguous or not sent: stay pending_cancel; the stream or the sweeper settles it.
+        # Ambiguous, or not sent: the order stays pending_cancel (never guessed back to
+        # working from one look-up); the stream, a retry or the sweep settles it.
         logger.warning("cancel of order %s not confirmed: %s", order.pk, exc)
-        return _reconcile(
-            order,
-            trigger=TransitionTrigger.BROKER_REST,
-            actor=actor,
-            reason="cancel outcome unknown; broker state adopted",
+        reason = f"cancel not confirmed by the broker ({exc}); waiting for its confirmation"
+        current = _reconcile(
+            order, trigger=TransitionTrigger.BROKER_REST, actor=actor, reason=reason
         )
+        if current.status == OrderStatus.PENDING_CANCEL:
+            current = order_update(
+                order_id=current.pk,
+                changes={"status_reason": reason[:2000]},
+                trigger=TransitionTrigger.BROKER_REST,
+                actor=actor,
+                reason=reason[:2000],
+            )
+        return current
     return _reconcile(
         order,
         trigger=TransitionTrigger.BROKER_REST,
@@ -128,9 +171,9 @@ def order_modify(
     order = Order.objects.select_related("account").get(pk=order_id)
     if expected_version is not None and order.version != expected_version:
         raise VersionConflict(current=order, expected_version=expected_version)
-    if order.status in {OrderStatus.SUBMITTING, OrderStatus.UNKNOWN, OrderStatus.CREATED}:
+    if order.status in lifecycle.OUTCOME_PENDING:
         raise OutcomeNotKnownYet(order_id=order.pk, from_state=order.status, to_state=order.status)
-    if order.status not in _MODIFIABLE:
+    if not lifecycle.modify_allowed(order):
         raise IllegalTransition(order_id=order.pk, from_state=order.status, to_state=order.status)
 
     new_size = changes.get("size", order.size)
@@ -190,10 +233,14 @@ def order_modify(
         ) from exc
     except GatewayError as exc:
         raise BrokerUnavailable(f"the change was not sent: {exc}") from exc
+    # The broker accepted the change: record it even if the order filled (or was cancelled)
+    # at the new terms before this answer arrived. It is broker evidence, so a finished
+    # order's terms may change here (and the hub's order event carries the same terms).
     return order_update(
         order_id=order.pk,
         changes=changes,
-        trigger=trigger,
+        trigger=TransitionTrigger.BROKER_REST,
         actor=actor,
-        reason=f"modified at {timezone.now().isoformat()}",
+        reason="modify accepted by the broker: "
+        + ", ".join(f"{name}={value}" for name, value in sorted(changes.items())),
     )

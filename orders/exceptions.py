@@ -94,6 +94,21 @@ class PlacementQueueFull(OrderError):
         self.waiting = waiting
 
 
+class PlacementDeferred(OrderError):
+    """The order did not reach the broker, or the broker refused it for a reason that passes
+    (its rate limit). Nothing is working at the broker and the Idempotency-Key is free again:
+    retry with the same key after `retry_after` seconds and the order is placed exactly once.
+    Never stored as the key's outcome, so never replayed."""
+
+    def __init__(
+        self, code: str, message: str, *, http_status: int, retry_after: float | None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
 class PositionClosing(OrderError):
     """A close of this account's position in the contract is in progress."""
 
@@ -105,6 +120,17 @@ class PositionClosing(OrderError):
             "refused until it ends"
         )
         self.contract_id = contract_id
+
+
+class NotCancellable(OrderError):
+    """The order has ended (filled, rejected, expired or failed): there is nothing to cancel.
+    `current` is the order as it stands."""
+
+    code = "not_cancellable"
+
+    def __init__(self, *, current: Order) -> None:
+        super().__init__(f"order {current.pk} is {current.status}: there is nothing to cancel")
+        self.current = current
 
 
 class IfMatchRequired(OrderError):

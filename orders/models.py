@@ -247,7 +247,9 @@ class Order(FSMModelMixin, models.Model):
     )
     def to_expired(self) -> None: ...
 
-    @transition(field=status, source=S.UNKNOWN, target=S.FAILED)
+    # Known absent at the broker: verified absent (from unknown), or never sent (from
+    # submitting: the request provably did not leave this process).
+    @transition(field=status, source=[S.SUBMITTING, S.UNKNOWN], target=S.FAILED)
     def to_failed(self) -> None: ...
 
 

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -40,40 +39,30 @@ from ordermgmt.locking import (
     lock_in_order,
     retry_on_deadlock,
 )
-from orders import idempotency
+from orders import idempotency, lifecycle, wire
 from orders.exceptions import (
     BrokerUnavailable,
     IdempotencyKeyReused,
-    IllegalTransition,
     InvalidOrder,
+    PlacementDeferred,
     PlacementQueueFull,
     PositionClosing,
     RequestInProgress,
 )
 from orders.models import IdempotencyRecord, Order, OrderStatus, OrderType, TransitionTrigger
-from orders.services import order_create, order_transition, order_update
-from projectx import enums
+from orders.services import order_create, order_settle, order_transition, order_update
 from projectx.errors import (
     AmbiguousError,
     BrokerRejected,
     DefinitiveError,
     GatewayError,
     RateLimited,
+    RateLimitExceeded,
     RequestNotSent,
 )
 
 logger = logging.getLogger(__name__)
 
-_SIDES = {"buy": enums.OrderSide.BID, "sell": enums.OrderSide.ASK}
-_TYPES = {
-    OrderType.MARKET: enums.OrderType.MARKET,
-    OrderType.LIMIT: enums.OrderType.LIMIT,
-    OrderType.STOP: enums.OrderType.STOP,
-    OrderType.STOP_LIMIT: enums.OrderType.STOP_LIMIT,
-    OrderType.TRAILING_STOP: enums.OrderType.TRAILING_STOP,
-    OrderType.JOIN_BID: enums.OrderType.JOIN_BID,
-    OrderType.JOIN_ASK: enums.OrderType.JOIN_ASK,
-}
 # Which prices each type needs; any other price given is refused rather than ignored.
 _REQUIRED_PRICES: dict[str, set[str]] = {
     OrderType.MARKET: set(),
@@ -96,6 +85,9 @@ class PlacementResult:
     replayed: bool = False
     body: dict[str, Any] | None = None  # the stored body, on a replay
     retry_after: float | None = None
+    # Nothing reached the broker (or it refused for a transient reason): the key is free and
+    # the caller answers this error, never a stored outcome.
+    deferred: PlacementDeferred | None = None
 
 
 def _minimal_body(order: Order) -> dict[str, Any]:
@@ -213,6 +205,8 @@ def order_place(
         raise IdempotencyKeyReused(key) from None
 
     result = _send_in_turn(order, actor=actor, trigger=trigger)
+    if result.deferred is not None:
+        raise result.deferred
     # Request to broker answer, for placements that reached the broker's turn (replays and
     # refusals answer from the database and would only blur it), by where the order landed.
     metrics.order_placement_seconds.labels(result.order.status).observe(
@@ -226,7 +220,7 @@ def order_place(
     )
     record.refresh_from_db()
     _remember(account, key, record)
-    return PlacementResult(result.order, result.http_status, retry_after=result.retry_after)
+    return PlacementResult(result.order, result.http_status)
 
 
 @retry_on_deadlock
@@ -280,19 +274,6 @@ def _accept(
     return order, record
 
 
-def _status_for(order: Order) -> int:
-    """The HTTP status a placement answers with, from where the order stands."""
-    if order.status in {OrderStatus.SUBMITTING, OrderStatus.UNKNOWN, OrderStatus.CREATED}:
-        return 202
-    if (
-        order.status
-        in {OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.FAILED, OrderStatus.EXPIRED}
-        and order.filled_size == 0
-    ):
-        return 422
-    return 201
-
-
 def _send_in_turn(order: Order, *, actor: str, trigger: str) -> PlacementResult:
     """Send the account's waiting orders in acceptance order, up to and including this one.
 
@@ -327,23 +308,68 @@ def _send_in_turn(order: Order, *, actor: str, trigger: str) -> PlacementResult:
                 if waiting.pk == order.pk:
                     return result
     except TurnTimeout:
-        _cancel_unsent(order, "the account's placement queue did not move in time")
+        deferred = PlacementDeferred(
+            "placement_queue_timeout",
+            "the account's placement queue did not move in time; nothing was sent",
+            http_status=503,
+            retry_after=1.0,
+        )
+        if _release_unsent(order, OrderStatus.CANCELLED, deferred, applies=_still_waiting):
+            return PlacementResult(order, 503, deferred=deferred)
     current = Order.objects.select_related("account").get(pk=order.pk)
-    retry_after = 1.0 if current.status == OrderStatus.CANCELLED else None
-    status = 503 if retry_after is not None and current.filled_size == 0 else _status_for(current)
-    return PlacementResult(current, status, retry_after=retry_after)
+    if current.idempotency_key is None:
+        # An earlier holder of the turn sent it, and it did not reach the broker (or the
+        # broker refused it for a transient reason): the key is free again.
+        deferred = PlacementDeferred(
+            "broker_unavailable",
+            f"the order was not placed: {current.status_reason}",
+            http_status=503,
+            retry_after=1.0,
+        )
+        return PlacementResult(current, 503, deferred=deferred)
+    return PlacementResult(current, lifecycle.placement_http_status(current))
+
+
+def _still_waiting(order: Order) -> bool:
+    return order.status == OrderStatus.CREATED
 
 
 def _cancel_unsent(order: Order, reason: str) -> None:
-    # IllegalTransition: it was sent meanwhile, and its outcome stands.
-    with contextlib.suppress(IllegalTransition):
-        order_transition(
-            order_id=order.pk,
-            to_state=OrderStatus.CANCELLED,
-            trigger=TransitionTrigger.SWEEPER,
-            reason=reason,
-            changes={"status_reason": reason},
-        )
+    """An order left waiting by a process that died: cancelled, never sent late."""
+    order_settle(
+        order_id=order.pk,
+        to_state=OrderStatus.CANCELLED,
+        applies=_still_waiting,
+        trigger=TransitionTrigger.SWEEPER,
+        reason=reason,
+        changes={"status_reason": reason},
+    )
+
+
+@transaction.atomic
+def _release_unsent(
+    order: Order, to_state: str, deferred: PlacementDeferred, *, applies: Callable[[Order], bool]
+) -> bool:
+    """End an order that did not reach the broker, and free its idempotency key.
+
+    The broker never saw it (or refused it for a transient reason, like its rate limit), so
+    the same key must be able to place the order later, exactly once: the key and its tag are
+    taken off the order (the audit row keeps them) and the key's record is deleted, in one
+    transaction. False when the order had moved on meanwhile (its newer state stands).
+    """
+    key = order.idempotency_key
+    reason = f"not placed ({deferred.code}): {deferred}; Idempotency-Key released for a retry"
+    settled = order_settle(
+        order_id=order.pk,
+        to_state=to_state,
+        applies=applies,
+        trigger=TransitionTrigger.BROKER_REST,
+        reason=reason[:2000],
+        changes={"status_reason": reason[:2000], "idempotency_key": None, "custom_tag": None},
+    )
+    if settled.applied:
+        IdempotencyRecord.objects.filter(account_id=order.account_id, key=key).delete()
+    return settled.applied
 
 
 def _submit(order: Order, *, actor: str, trigger: str) -> PlacementResult:
@@ -359,8 +385,8 @@ def _submit(order: Order, *, actor: str, trigger: str) -> PlacementResult:
         broker_order_id = get_gateway().place_order(
             account_id=account.broker_account_id,
             contract_id=order.contract_id,
-            type=_TYPES[order.type],
-            side=_SIDES[order.side],
+            type=wire.to_wire_type(order.type),
+            side=wire.to_wire_side(order.side),
             size=order.size,
             limit_price=order.limit_price,
             stop_price=order.stop_price,
@@ -371,59 +397,116 @@ def _submit(order: Order, *, actor: str, trigger: str) -> PlacementResult:
         reason = f"broker rejected ({exc.error_name}): {exc.broker_message or ''}".strip()
         if exc.order_id is not None:
             reason += f" [broker order {exc.order_id}]"
-        return PlacementResult(_settle(order, OrderStatus.REJECTED, reason, actor), 422)
-    except (AmbiguousError, RequestNotSent) as exc:
-        # Even "not sent" goes through verification: it costs one search, and it keeps a single
-        # rule ("only a successful search concludes absence") for every failure on the wire.
-        order = _settle(order, OrderStatus.UNKNOWN, f"placement outcome unknown: {exc}", actor)
-        from orders.verification import schedule_verification
+        return _answer(_settle(order, OrderStatus.REJECTED, reason, actor))
+    except AmbiguousError as exc:
+        settled = order_settle(
+            order_id=order.pk,
+            to_state=OrderStatus.UNKNOWN,
+            applies=lifecycle.placement_answer_applies,
+            trigger=TransitionTrigger.BROKER_REST,
+            actor=actor,
+            reason=f"placement outcome unknown: {exc}"[:2000],
+            changes={"status_reason": f"placement outcome unknown: {exc}"[:2000]},
+        )
+        if settled.applied:
+            from orders.verification import schedule_verification
 
-        schedule_verification(order.pk)
-        return PlacementResult(order, 202)
+            schedule_verification(settled.order.pk)
+        return _answer(settled.order)
     except RateLimited as exc:
-        reason = f"broker rate limit: {exc}"
-        return PlacementResult(
-            _settle(order, OrderStatus.REJECTED, reason, actor), 429, retry_after=exc.retry_after
+        return _defer(
+            order,
+            OrderStatus.REJECTED,
+            PlacementDeferred(
+                "broker_rate_limited",
+                f"the broker's rate limit refused the order: {exc}",
+                http_status=429,
+                retry_after=exc.retry_after,
+            ),
+        )
+    except RateLimitExceeded as exc:
+        return _defer(
+            order,
+            OrderStatus.FAILED,
+            PlacementDeferred(
+                "rate_limited",
+                f"not sent: the broker's request limit is reached for now ({exc})",
+                http_status=429,
+                retry_after=exc.retry_after,
+            ),
+        )
+    except RequestNotSent as exc:
+        return _defer(
+            order,
+            OrderStatus.FAILED,
+            PlacementDeferred(
+                "broker_unavailable",
+                f"not sent: the broker could not be reached ({exc})",
+                http_status=503,
+                retry_after=1.0,
+            ),
         )
     except DefinitiveError as exc:
-        return PlacementResult(_settle(order, OrderStatus.REJECTED, str(exc), actor), 422)
+        return _answer(_settle(order, OrderStatus.REJECTED, str(exc), actor))
 
-    return PlacementResult(_acknowledge(order, broker_order_id, actor), 201)
+    return _answer(_acknowledge(order, broker_order_id, actor))
+
+
+def _answer(order: Order) -> PlacementResult:
+    return PlacementResult(order, lifecycle.placement_http_status(order))
+
+
+def _defer(order: Order, to_state: str, deferred: PlacementDeferred) -> PlacementResult:
+    """Nothing reached the broker, or it refused for a reason that passes: free the key."""
+    if _release_unsent(order, to_state, deferred, applies=lifecycle.placement_answer_applies):
+        return PlacementResult(order, deferred.http_status, deferred=deferred)
+    return _answer(Order.objects.select_related("account").get(pk=order.pk))  # moved on
 
 
 def _settle(order: Order, to_state: str, reason: str, actor: str) -> Order:
-    return order_transition(
+    """A definitive REST answer, applied unless the hub or verification got there first."""
+    settled = order_settle(
         order_id=order.pk,
         to_state=to_state,
+        applies=lifecycle.placement_answer_applies,
         trigger=TransitionTrigger.BROKER_REST,
         actor=actor,
         reason=reason[:2000],
         changes={"status_reason": reason[:2000]},
     )
+    if not settled.applied and settled.order.status == to_state and not settled.order.status_reason:
+        # The stream reached the same conclusion first; the answer still says why.
+        return order_update(
+            order_id=order.pk,
+            changes={"status_reason": reason[:2000]},
+            trigger=TransitionTrigger.BROKER_REST,
+            actor=actor,
+            reason=reason[:2000],
+        )
+    return settled.order
 
 
 def _acknowledge(order: Order, broker_order_id: int, actor: str) -> Order:
     """The broker accepted: record its id and open the order, unless the stream got there first."""
-    try:
-        return order_transition(
+    settled = order_settle(
+        order_id=order.pk,
+        to_state=OrderStatus.OPEN,
+        applies=lifecycle.placement_answer_applies,
+        trigger=TransitionTrigger.BROKER_REST,
+        actor=actor,
+        reason="accepted by the broker",
+        changes={"broker_order_id": broker_order_id},
+    )
+    current = settled.order
+    if not settled.applied and current.broker_order_id is None:
+        # The hub delivered the order's progress before our REST answer, without its id.
+        current = order_update(
             order_id=order.pk,
-            to_state=OrderStatus.OPEN,
-            trigger=TransitionTrigger.BROKER_REST,
-            actor=actor,
-            reason="accepted by the broker",
             changes={"broker_order_id": broker_order_id},
+            trigger=TransitionTrigger.BROKER_REST,
+            reason="broker order id from the placement answer",
         )
-    except IllegalTransition:
-        # The hub delivered the order's progress (e.g. filled) before our REST answer.
-        current = Order.objects.get(pk=order.pk)
-        if current.broker_order_id is None:
-            current = order_update(
-                order_id=order.pk,
-                changes={"broker_order_id": broker_order_id},
-                trigger=TransitionTrigger.BROKER_REST,
-                reason="broker order id from the placement answer",
-            )
-        return current
+    return current
 
 
 def payload_from(

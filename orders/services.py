@@ -14,7 +14,7 @@ that changes its other fields. Both:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -24,12 +24,11 @@ from django.db import transaction
 from django.utils import timezone
 from django_fsm import TransitionNotAllowed
 
+from orders import lifecycle
 from orders.exceptions import IllegalTransition, VersionConflict
 from orders.models import (
     CORRECTIONS,
-    TERMINAL_STATES,
     TRANSITION_METHODS,
-    WORKING_STATES,
     Order,
     OrderStatus,
     OrderTransition,
@@ -59,8 +58,25 @@ _WRITABLE_FIELDS = frozenset(
         "broker_fill_volume",
         "overfilled",
         "fill_timeout_handled_at",
+        # Released (set to None) only when a placement ended without reaching the broker, so
+        # that the same key can place later; the audit row keeps the old values.
+        "idempotency_key",
+        "custom_tag",
     }
 )
+
+# Evidence from the broker (its answers, its events, what verification found). The order's
+# terms (size, prices) change on a terminal order only on such evidence: a person or a bot
+# cannot modify a finished order, but the broker can tell us what it did before it finished.
+BROKER_TRIGGERS = frozenset(
+    {
+        TransitionTrigger.BROKER_STREAM,
+        TransitionTrigger.BROKER_REST,
+        TransitionTrigger.VERIFICATION,
+        TransitionTrigger.SWEEPER,
+    }
+)
+_TERMS = frozenset({"size", "limit_price", "stop_price", "trail_price"})
 
 
 def _check_version(order: Order, expected_version: int | None) -> Order:
@@ -217,6 +233,45 @@ def order_transition(
     return order
 
 
+@dataclass(frozen=True)
+class Settled:
+    order: Order
+    # False: the order had moved on (newer evidence got there first) and was left as it is.
+    applied: bool
+
+
+def order_settle(
+    *,
+    order_id: object,
+    to_state: str,
+    applies: Callable[[Order], bool],
+    trigger: str,
+    actor: str = "",
+    reason: str = "",
+    changes: Mapping[str, Any] | None = None,
+) -> Settled:
+    """Move the order to `to_state` only while `applies(order)` holds under its row lock.
+
+    For a writer whose evidence is about an earlier moment (a placement's REST answer, a
+    verification's search): when the order has moved on meanwhile, the newer evidence wins and
+    the order is returned as it stands, unchanged (see `orders.lifecycle`).
+    """
+    with transaction.atomic():
+        order = _lock_order(order_id, None)
+        if not applies(order):
+            return Settled(order, applied=False)
+        order = order_transition(
+            order_id=order.pk,
+            to_state=to_state,
+            trigger=trigger,
+            actor=actor,
+            reason=reason,
+            changes=changes,
+            locked=order,
+        )
+    return Settled(order, applied=True)
+
+
 def order_update(
     *,
     order_id: object,
@@ -232,7 +287,11 @@ def order_update(
     TransitionTrigger(trigger)
 
     def check(order: Order) -> Order:
-        if order.status in TERMINAL_STATES and set(changes) & {"size", "limit_price", "stop_price"}:
+        if (
+            order.status in lifecycle.TERMINAL
+            and set(changes) & _TERMS
+            and trigger not in BROKER_TRIGGERS
+        ):
             raise IllegalTransition(
                 order_id=order.pk, from_state=order.status, to_state=order.status
             )
@@ -292,16 +351,6 @@ def order_create(
     )
 
 
-def _via_open(from_state: str, to_state: str) -> bool:
-    # The broker can report "pending cancellation" for an order we never saw working (e.g. it
-    # was `unknown`): the lifecycle has no direct edge, so the order passes through `open`.
-    return to_state == OrderStatus.PENDING_CANCEL and from_state in {
-        OrderStatus.SUBMITTING,
-        OrderStatus.UNKNOWN,
-        OrderStatus.FAILED,
-    }
-
-
 class BrokerEvidence(StrEnum):
     APPLIED = "applied"
     UNCHANGED = "unchanged"
@@ -316,25 +365,6 @@ class BrokerOrderResult:
     fills_missing: bool = False
 
 
-def _target_state(order: Order, broker_order: Any) -> str | None:
-    """Where the broker's report takes the order, given the fills we hold.
-
-    The fill history is the source of truth for how much is filled: a working order is
-    `partially_filled` only when we hold fills, and a broker `Filled` waits (as partially
-    filled, or where it is) until the fills that make it up have arrived.
-    """
-    from orders.broker_status import local_state_for
-
-    target = local_state_for(broker_order.status, filled_size=broker_order.fill_volume)
-    if target in {OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED}:
-        return OrderStatus.PARTIALLY_FILLED if order.filled_size > 0 else OrderStatus.OPEN
-    if target == OrderStatus.FILLED and order.filled_size < order.size:
-        if order.filled_size > 0:
-            return OrderStatus.PARTIALLY_FILLED
-        return order.status if order.status in WORKING_STATES else OrderStatus.OPEN
-    return target
-
-
 @transaction.atomic
 def order_apply_broker_order(
     *,
@@ -344,8 +374,12 @@ def order_apply_broker_order(
     reason: str,
     actor: str = "",
     locked: Order | None = None,
+    cancel_refused: bool = False,
 ) -> BrokerOrderResult:
     """Bring an order to the state the broker reports (a `projectx.models.Order`).
+
+    The decision is `orders.lifecycle.state_for_broker_report`'s; `cancel_refused`: the broker
+    definitively refused a cancel of this order, so "still working" is believed at once.
 
     Evidence older than the newest already applied (by the broker's `updateTimestamp`, else
     `creationTimestamp`) never moves the state backwards: it is reported as stale. When the
@@ -354,12 +388,22 @@ def order_apply_broker_order(
     """
     order = locked if locked is not None else _lock_order(order_id, None)
     server_ts = broker_order.update_timestamp or broker_order.creation_timestamp
-    if order.last_server_ts is not None and server_ts < order.last_server_ts:
+    if lifecycle.is_stale(order, server_ts):
         return BrokerOrderResult(order, BrokerEvidence.STALE)
 
     changes: dict[str, Any] = {}
     if order.broker_order_id is None:
         changes["broker_order_id"] = broker_order.id
+    # The broker's terms are the truth: a modify it accepted shows here even when its answer
+    # was lost, or when the order filled before the answer arrived.
+    changes.update(
+        lifecycle.broker_terms_differ(
+            order,
+            size=broker_order.size,
+            limit_price=broker_order.limit_price,
+            stop_price=broker_order.stop_price,
+        )
+    )
     fills_missing = broker_order.fill_volume > order.filled_size
     # Only a count ahead of the fills we hold is worth a write (the sweep backfills from it);
     # an event that repeats what the fills already say changes nothing.
@@ -368,7 +412,12 @@ def order_apply_broker_order(
     if fills_missing:
         transaction.on_commit(lambda: order_fills_missing.send(sender=Order, order_id=order.pk))
 
-    target = _target_state(order, broker_order)
+    target = lifecycle.state_for_broker_report(
+        order, broker_status=broker_order.status, now=timezone.now(), cancel_refused=cancel_refused
+    )
+    if lifecycle.broker_reports_back_to_working(order, target):
+        reason = f"{reason}; the cancel did not take effect, the broker still has it working"
+        changes["status_reason"] = reason[:2000]
     if target is None or target == order.status:
         # No move (a repeated working state is the fills' to record). Write only what is new.
         if not changes:
@@ -384,7 +433,7 @@ def order_apply_broker_order(
         )
         return BrokerOrderResult(order, BrokerEvidence.APPLIED, fills_missing)
 
-    if _via_open(order.status, target):
+    if lifecycle.needs_open_first(order.status, target):
         order = order_transition(
             order_id=order.pk,
             to_state=OrderStatus.OPEN,

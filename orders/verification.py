@@ -5,10 +5,13 @@ An order in `unknown` may or may not exist at the broker. `order_verify` asks, i
 1. Direct lookup (`Order/searchById`) when we know the broker's id; budget
    `verification.directLookupBudgetMs`.
 2. Time-window search (`Order/search` from the send time minus `searchWindowSeconds`, open
-   ended), budget `searchBudgetMs`. Match our `customTag` exactly. When no tag matches, fall
-   back to an untagged broker order with the same contract, side, size, type and prices created
-   within `matchTimeToleranceSeconds` of the send time, and only when exactly one such order
-   exists and no other local order claims it. The rule that matched is recorded.
+   ended), budget `searchBudgetMs`. One search answers for every order of the account that is
+   `unknown` when it is sent (from the earliest send time among them), so a burst of unknown
+   placements costs one request of the broker's rate budget, not one each. Match our
+   `customTag` exactly. When no tag matches, fall back to an untagged broker order with the
+   same contract, side, size, type and prices created within `matchTimeToleranceSeconds` of
+   the send time, and only when exactly one such order exists and no other local order claims
+   it. The rule that matched is recorded.
 3. Timeout policy: an attempt that could not reach the broker leaves the order `unknown` and is
    retried with exponential backoff up to `maxAttempts` (`verify_until_resolved`); after that the
    order stays `unknown`, is logged as an alert, and `verify_unknown_orders` (cron) keeps trying.
@@ -33,11 +36,11 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 
 from accounts.gateway import get_gateway
+from accounts.models import Account
 from ordermgmt import metrics
-from orders.exceptions import IllegalTransition
+from orders import lifecycle, wire
 from orders.models import Order, OrderStatus, TransitionTrigger
-from orders.placement import _SIDES, _TYPES
-from orders.services import order_apply_broker_order, order_transition, order_update
+from orders.services import order_apply_broker_order, order_settle, order_update
 from projectx.errors import BrokerRejected, GatewayError
 
 logger = logging.getLogger(__name__)
@@ -70,30 +73,58 @@ def _attempted(phase: str, outcome: str) -> None:
 
 
 def order_verify(*, order_id: object, actor: str = "verification") -> VerificationResult:
-    started = time.perf_counter()
-    outcome = "error"
-    try:
-        result = _verify(order_id, actor)
-        outcome = result.outcome
-        return result
-    finally:
-        metrics.order_verification_seconds.labels(outcome).observe(time.perf_counter() - started)
+    return orders_verify(order_ids=[order_id], actor=actor)[order_id]
 
 
-def _verify(order_id: object, actor: str) -> VerificationResult:
+def orders_verify(
+    *, order_ids: list[Any], actor: str = "verification"
+) -> dict[Any, VerificationResult]:
+    """Verify these orders; one search of an account answers for all its unknown orders, so
+    the results also cover the account's other unknown orders it resolved on the way."""
+    results: dict[Any, VerificationResult] = {}
+    for order_id in order_ids:
+        if order_id in results:
+            continue
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            batch = _verify(order_id, actor)
+            outcome = batch[order_id].outcome
+        finally:
+            metrics.order_verification_seconds.labels(outcome).observe(
+                time.perf_counter() - started
+            )
+        for resolved_id, result in batch.items():
+            results.setdefault(resolved_id, result)
+    return results
+
+
+# One account's search at a time in this process: while it runs, other verifications of the
+# same account wait for it and then find their orders resolved, instead of each spending a
+# request of the broker's rate budget on the same window. (Correctness does not depend on it:
+# every write is conditional under the order's row lock.)
+_account_search_locks: dict[int, threading.Lock] = {}
+_account_search_locks_guard = threading.Lock()
+
+
+def _account_search_lock(account_id: int) -> threading.Lock:
+    with _account_search_locks_guard:
+        return _account_search_locks.setdefault(account_id, threading.Lock())
+
+
+def _verify(order_id: object, actor: str) -> dict[Any, VerificationResult]:
+    """This order's result, and those of the account's other unknown orders resolved with it."""
     order = Order.objects.select_related("account").get(pk=order_id)
     if order.status != OrderStatus.UNKNOWN:
-        return VerificationResult(Outcome.NOT_UNKNOWN, order)
+        return {order_id: VerificationResult(Outcome.NOT_UNKNOWN, order)}
     config = settings.ORDER_MANAGEMENT.verification
-    gateway = get_gateway()
-    account_id = order.account.broker_account_id
     problems: list[str] = []
 
     # Phase 1: direct lookup.
     if order.broker_order_id is not None:
         try:
-            wire = gateway.get_order(
-                account_id=account_id,
+            broker_order = get_gateway().get_order(
+                account_id=order.account.broker_account_id,
                 order_id=order.broker_order_id,
                 budget=config.direct_lookup_budget_ms / 1000,
             )
@@ -105,24 +136,78 @@ def _verify(order_id: object, actor: str) -> VerificationResult:
             problems.append(f"direct lookup: {exc}")
         else:
             _attempted("direct", "found")
-            return _found(order, wire, MatchRule.BROKER_ORDER_ID, actor)
+            return {order_id: _found(order, broker_order, MatchRule.BROKER_ORDER_ID, actor)}
 
-    # Phase 2: search the window around the send time.
-    sent_at = order.submitted_at or order.created_at
-    window_start = sent_at - timedelta(seconds=config.search_window_seconds)
+    # Phase 2: one search of the account's window answers for every unknown order in it.
+    with _account_search_lock(order.account_id):
+        order.refresh_from_db()
+        if order.status != OrderStatus.UNKNOWN:
+            return {order_id: VerificationResult(Outcome.NOT_UNKNOWN, order)}
+        results = _verify_account_by_search(order.account, actor, problems={order.pk: problems})
+    # Keyed by the caller's id (a str or a UUID); the batch's other orders by their pk.
+    own = results.pop(order.pk, None) or VerificationResult(
+        Outcome.NOT_UNKNOWN, Order.objects.get(pk=order.pk)
+    )
+    return {**results, order_id: own}
+
+
+def _verify_account_by_search(
+    account: Account, actor: str, *, problems: dict[object, list[str]]
+) -> dict[object, VerificationResult]:
+    config = settings.ORDER_MANAGEMENT.verification
+    # The orders this search answers for are the ones unknown *before* it is sent: absence is
+    # concluded only for an order whose send time the search covers.
+    unknown = list(
+        Order.objects.select_related("account")
+        .filter(account=account, status=OrderStatus.UNKNOWN)
+        .order_by("submitted_at", "created_at")
+    )
+    if not unknown:
+        return {}
+    earliest = min(o.submitted_at or o.created_at for o in unknown)
+    window_start = earliest - timedelta(seconds=config.search_window_seconds)
     try:
-        candidates = gateway.search_orders(
-            account_id=account_id,
+        candidates = get_gateway().search_orders(
+            account_id=account.broker_account_id,
             start=window_start,
             end=None,
             budget=config.search_budget_ms / 1000,
         )
     except GatewayError as exc:
         _attempted("search", "error")
-        problems.append(f"search: {exc}")
-        return _inconclusive(order, "; ".join(problems), actor)
+        return {
+            o.pk: _inconclusive(o, "; ".join([*problems.get(o.pk, []), f"search: {exc}"]), actor)
+            for o in unknown
+        }
 
-    tagged = [c for c in candidates if order.custom_tag and c.custom_tag == order.custom_tag]
+    by_tag: dict[str, list[Any]] = {}
+    for candidate in candidates:
+        if candidate.custom_tag:
+            by_tag.setdefault(candidate.custom_tag, []).append(candidate)
+    # Broker orders another local order already stands for cannot be this one's lookalike.
+    claimed = set(
+        Order.objects.filter(
+            account=account, broker_order_id__in=[c.id for c in candidates]
+        ).values_list("broker_order_id", flat=True)
+    )
+    results: dict[object, VerificationResult] = {}
+    for order in unknown:
+        results[order.pk] = _match(order, candidates, by_tag, claimed, window_start, actor)
+        if results[order.pk].outcome == Outcome.FOUND:
+            claimed.add(results[order.pk].order.broker_order_id)
+    return results
+
+
+def _match(
+    order: Order,
+    candidates: list[Any],
+    by_tag: dict[str, list[Any]],
+    claimed: set[int],
+    window_start: Any,
+    actor: str,
+) -> VerificationResult:
+    config = settings.ORDER_MANAGEMENT.verification
+    tagged = by_tag.get(order.custom_tag or "", []) if order.custom_tag else []
     if len(tagged) == 1:
         _attempted("search", "found")
         return _found(order, tagged[0], MatchRule.CUSTOM_TAG, actor)
@@ -130,13 +215,13 @@ def _verify(order_id: object, actor: str) -> VerificationResult:
         _attempted("search", "inconclusive")
         return _inconclusive(order, f"{len(tagged)} broker orders carry our tag", actor)
 
-    lookalikes = [c for c in candidates if _looks_like(order, c, sent_at, config)]
-    claimed = set(
-        Order.objects.filter(account=order.account, broker_order_id__in=[c.id for c in lookalikes])
-        .exclude(pk=order.pk)
-        .values_list("broker_order_id", flat=True)
-    )
-    unclaimed = [c for c in lookalikes if c.id not in claimed]
+    sent_at = order.submitted_at or order.created_at
+    unclaimed = [
+        c
+        for c in candidates
+        if (c.id not in claimed or c.id == order.broker_order_id)
+        and _looks_like(order, c, sent_at, config)
+    ]
     if len(unclaimed) == 1:
         _attempted("search", "found")
         return _found(order, unclaimed[0], MatchRule.ATTRIBUTES, actor)
@@ -149,26 +234,26 @@ def _verify(order_id: object, actor: str) -> VerificationResult:
     # The search succeeded and its window starts before the send time and is open-ended:
     # the broker does not have the order.
     _attempted("search", "absent")
-    try:
-        order = order_transition(
-            order_id=order.pk,
-            to_state=OrderStatus.FAILED,
-            trigger=TransitionTrigger.VERIFICATION,
-            actor=actor,
-            reason="verified absent: no broker order matches (searched from "
-            f"{window_start.isoformat()})",
-        )
-    except IllegalTransition:
-        return VerificationResult(Outcome.NOT_UNKNOWN, Order.objects.get(pk=order.pk))
-    return VerificationResult(Outcome.ABSENT, order)
+    settled = order_settle(
+        order_id=order.pk,
+        to_state=OrderStatus.FAILED,
+        applies=lifecycle.absence_applies,
+        trigger=TransitionTrigger.VERIFICATION,
+        actor=actor,
+        reason="verified absent: no broker order matches (searched from "
+        f"{window_start.isoformat()})",
+    )
+    if not settled.applied:
+        return VerificationResult(Outcome.NOT_UNKNOWN, settled.order)
+    return VerificationResult(Outcome.ABSENT, settled.order)
 
 
 def _looks_like(order: Order, candidate: Any, sent_at: Any, config: Any) -> bool:
     return (
         not candidate.custom_tag
         and candidate.contract_id == order.contract_id
-        and candidate.side == _SIDES[order.side]
-        and candidate.type == _TYPES[order.type]
+        and candidate.side == wire.to_wire_side(order.side)
+        and candidate.type == wire.to_wire_type(order.type)
         and candidate.size == order.size
         and candidate.limit_price == order.limit_price
         and candidate.stop_price == order.stop_price
@@ -177,12 +262,12 @@ def _looks_like(order: Order, candidate: Any, sent_at: Any, config: Any) -> bool
     )
 
 
-def _found(order: Order, wire: Any, rule: MatchRule, actor: str) -> VerificationResult:
+def _found(order: Order, broker_order: Any, rule: MatchRule, actor: str) -> VerificationResult:
     updated = order_apply_broker_order(
         order_id=order.pk,
-        broker_order=wire,
+        broker_order=broker_order,
         trigger=TransitionTrigger.VERIFICATION,
-        reason=f"verification found broker order {wire.id} by {rule}",
+        reason=f"verification found broker order {broker_order.id} by {rule}",
         actor=actor,
     )
     return VerificationResult(Outcome.FOUND, updated.order, rule)

@@ -6,6 +6,7 @@ maps them to HTTP, so views never build error responses by hand.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -26,6 +27,8 @@ def error_body(code: str, message: str, fields: dict[str, Any] | None = None) ->
 
 
 _DOMAIN_STATUS: list[tuple[type[Exception], int]] = [
+    # PlacementDeferred carries its own status (429 or 503); this is its fallback.
+    (order_errors.PlacementDeferred, status.HTTP_503_SERVICE_UNAVAILABLE),
     (order_errors.PlacementQueueFull, status.HTTP_429_TOO_MANY_REQUESTS),
     (order_errors.PositionClosing, status.HTTP_409_CONFLICT),
     (order_errors.IfMatchRequired, status.HTTP_428_PRECONDITION_REQUIRED),
@@ -37,6 +40,11 @@ _DOMAIN_STATUS: list[tuple[type[Exception], int]] = [
     (order_errors.BrokerUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
     (order_errors.OrderError, status.HTTP_409_CONFLICT),
 ]
+
+
+def retry_after_header(seconds: float) -> str:
+    """Retry-After is a whole number of seconds: rounded up, at least 1."""
+    return str(max(1, math.ceil(seconds)))
 
 
 def _flatten(detail: Any) -> Any:
@@ -57,11 +65,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         if isinstance(exc, error_type):
             fields = getattr(exc, "fields", None)
             response = Response(
-                error_body(getattr(exc, "code", "error"), str(exc), fields), status=http_status
+                error_body(getattr(exc, "code", "error"), str(exc), fields),
+                status=getattr(exc, "http_status", None) or http_status,
             )
             retry_after = getattr(exc, "retry_after", None)
             if retry_after is not None:
-                response["Retry-After"] = str(retry_after)
+                response["Retry-After"] = retry_after_header(retry_after)
             current = getattr(exc, "current", None)
             if current is not None:
                 from orders.api.serializers import OrderOutputSerializer

@@ -29,6 +29,7 @@ from orders.api.serializers import (
     OrderTransitionOutputSerializer,
 )
 from orders.exceptions import IfMatchRequired
+from orders.lifecycle import cancel_http_status
 from orders.models import Order, OrderIncludingArchived
 from orders.placement import order_place, payload_from
 from orders.position_close import position_close
@@ -212,7 +213,15 @@ class OrderCancelApi(APIView):
         operation_id="orders_cancel",
         request=None,
         parameters=[OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER)],
-        responses=OrderOutputSerializer,
+        responses={
+            200: OpenApiResponse(OrderOutputSerializer, "Cancelled (or already cancelled)"),
+            202: OpenApiResponse(
+                OrderOutputSerializer,
+                "Cancel sent, not yet confirmed by the broker: the order is pending_cancel and "
+                "its status_reason says why; poll it, or retry the cancel (safe)",
+            ),
+            409: OpenApiResponse(description="not_cancellable: the order has already ended"),
+        },
     )
     def post(self, request: Request, order_id: str) -> Response:
         order = _visible_order(request, order_id)
@@ -221,7 +230,8 @@ class OrderCancelApi(APIView):
             expected_version=_if_match_version(request),
             actor=request.user.get_username(),
         )
-        return _order_response(request, order, 200)
+        # 202 while the broker has not confirmed the cancel: the order says why.
+        return _order_response(request, order, cancel_http_status(order))
 
 
 class OrderTransitionsApi(APIView):

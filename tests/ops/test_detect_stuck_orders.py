@@ -110,9 +110,9 @@ class TestResolving:
         assert code == 0
 
     def test_an_unknown_order_the_broker_never_saw_fails(self, bot, sim, contract_known) -> None:
-        sim.faults.refuse_connections()
+        sim.faults.fail_requests(503, path="Order/place")  # unprocessed; a 5xx is ambiguous
         order_id = place(bot, key="never-arrived").json()["id"]
-        sim.faults.accept_connections()
+        sim.faults.clear()
         age(order_id, 120)
 
         detect("--verify")

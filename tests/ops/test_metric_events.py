@@ -144,9 +144,9 @@ def test_verification_counts_each_phase_and_times_each_attempt(
     assert attempts("search", "found") == before[0] + 1
     assert read("order_verification_seconds_count", outcome="found") == before[1] + 1
 
-    sim.faults.refuse_connections()
+    sim.faults.fail_requests(503, path="Order/place")  # unprocessed; a 5xx is ambiguous
     by_id = place(bot, key="v-direct").json()["id"]
-    sim.faults.accept_connections()
+    sim.faults.clear()
     # the broker has it after all, and the stream told us its id
     held = sim.broker.place_order(
         "demo",
@@ -168,8 +168,10 @@ def test_verification_counts_each_phase_and_times_each_attempt(
     # should count the direct look-up by broker id
     assert attempts("direct", "found") == before_direct + 1
 
-    sim.faults.refuse_connections()
+    sim.faults.fail_requests(503, path="Order/place")
     never_sent = place(bot, key="v-absent").json()["id"]
+    sim.faults.clear()
+    sim.faults.refuse_connections()
     before = (attempts("search", "error"), attempts("policy", "inconclusive"))
     result = verify_until_resolved(never_sent, sleep=lambda seconds: None)
     # should count each failed search, and the policy giving up for now

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from orders.broker_status import local_state_for
+from orders.wire import local_state_for
 from projectx.enums import OrderStatus as Broker
 
 

@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
         "cancelled",
         "expired",
         "unknown",
+        "failed",  # never sent: the request provably did not leave this process
     },
     "unknown": {"open", "partially_filled", "filled", "cancelled", "rejected", "expired", "failed"},
     "open": {"partially_filled", "filled", "pending_cancel", "cancelled", "expired", "rejected"},

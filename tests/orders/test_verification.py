@@ -41,16 +41,19 @@ def contract_known(sim, accounts) -> None:
     contract_resolve(contract_id=MNQ)
 
 
-def test_a_request_that_never_reached_the_broker_fails_only_after_a_search(
+def test_an_unknown_order_fails_only_after_a_search_that_succeeded(
     bot, sim, contract_known
 ) -> None:
-    sim.faults.refuse_connections()
+    # The broker did not process the request, but a 5xx does not say so: it may have.
+    sim.faults.fail_requests(path="Order/place", status=503, count=1)
     response = place(bot, key="never-arrived")
     order_id = response.json()["id"]
     # should not guess: the order is unknown
     assert response.status_code == 202
     assert response.json()["status"] == "unknown"
 
+    sim.faults.clear()
+    sim.faults.refuse_connections()
     result = order_verify(order_id=order_id)
     # should leave the order unknown while the broker cannot be searched
     assert result.outcome == Outcome.INCONCLUSIVE
@@ -83,8 +86,10 @@ def test_a_5xx_after_the_broker_placed_the_order_is_resolved_to_the_order(
 def test_a_broker_that_stays_down_leaves_the_order_unknown_after_every_attempt(
     bot, sim, contract_known, settings
 ) -> None:
-    sim.faults.refuse_connections()
+    sim.faults.fail_requests(503, path="Order/place")  # unprocessed, but a 5xx is ambiguous
     order_id = place(bot, key="down").json()["id"]
+    sim.faults.clear()
+    sim.faults.refuse_connections()
     sleeps: list[float] = []
     result = verify_until_resolved(order_id, sleep=sleeps.append)
     attempts = settings.ORDER_MANAGEMENT.verification.max_attempts
@@ -114,9 +119,9 @@ def test_direct_lookup_by_broker_id_comes_first(bot, sim, contract_known) -> Non
 def test_an_untagged_lookalike_matches_only_when_it_is_the_only_one(
     bot, sim, contract_known
 ) -> None:
-    sim.faults.refuse_connections()
+    sim.faults.fail_requests(503, path="Order/place")  # unprocessed, but a 5xx is ambiguous
     order_id = place(bot, key="lookalike").json()["id"]
-    sim.faults.accept_connections()
+    sim.faults.clear()
     # the same order arrives at the broker without our tag (e.g. placed by hand)
     place_untagged_at_the_broker(sim)
     result = order_verify(order_id=order_id)
@@ -125,9 +130,9 @@ def test_an_untagged_lookalike_matches_only_when_it_is_the_only_one(
 
 
 def test_two_untagged_lookalikes_are_not_guessed_between(bot, sim, contract_known) -> None:
-    sim.faults.refuse_connections()
+    sim.faults.fail_requests(503, path="Order/place")  # unprocessed, but a 5xx is ambiguous
     order_id = place(bot, key="twins").json()["id"]
-    sim.faults.accept_connections()
+    sim.faults.clear()
     for _ in range(2):
         place_untagged_at_the_broker(sim)
     result = order_verify(order_id=order_id)

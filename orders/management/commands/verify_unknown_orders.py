@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from orders.models import Order, OrderStatus
-from orders.verification import order_verify
+from orders.verification import orders_verify
 
 logger = logging.getLogger(__name__)
 
@@ -43,18 +43,23 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         cutoff = timezone.now() - timedelta(seconds=options["older_than"])
-        order_ids = list(
+        accounts_and_ids = list(
             Order.objects.filter(status=OrderStatus.UNKNOWN, state_entered_at__lte=cutoff)
             .order_by("state_entered_at")
-            .values_list("pk", flat=True)[: options["limit"]]
+            .values_list("account_id", "pk")[: options["limit"]]
         )
+        order_ids = [order_id for _, order_id in accounts_and_ids]
         outcomes: Counter[str] = Counter()
-        for order_id in order_ids:
+        # One broker search per account answers for all of its unknown orders.
+        for account_id in sorted({a for a, _ in accounts_and_ids}):
+            ids = [order_id for a, order_id in accounts_and_ids if a == account_id]
             try:
-                outcomes[order_verify(order_id=order_id).outcome] += 1
+                results = orders_verify(order_ids=ids)
             except Exception:
-                logger.exception("verifying order %s failed", order_id)
-                outcomes["error"] += 1
+                logger.exception("verifying the unknown orders of account %s failed", account_id)
+                outcomes["error"] += len(ids)
+                continue
+            outcomes.update(results[order_id].outcome for order_id in ids)
         summary = ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items()))
         self.stdout.write(f"verified {len(order_ids)} unknown order(s): {summary or 'none'}")
         if options["fail_on_unknown"] and Order.objects.filter(status=OrderStatus.UNKNOWN).exists():
