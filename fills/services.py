@@ -106,6 +106,8 @@ def _settle_fills(
             filled,
             order.size,
         )
+        # Checked on the locked row, so two listeners applying fills at once count it once.
+        transaction.on_commit(metrics.order_overfills_total.inc)
     changes = {
         "filled_size": filled,
         "fill_notional": notional,

@@ -101,3 +101,7 @@ fill_processing_seconds = Histogram(
     "Broker event to database commit, per fill",
     buckets=LATENCY_BUCKETS,
 )
+order_overfills_total = Counter(
+    "order_overfills_total",
+    "Orders the broker filled beyond their size (kept as reported), counted as they go over",
+)

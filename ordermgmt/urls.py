@@ -12,3 +12,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
+
+# Under /api/ these answer JSON in the API's error shape; elsewhere Django's pages.
+handler400 = "ordermgmt.api.errors.bad_request"
+handler404 = "ordermgmt.api.errors.page_not_found"
+handler500 = "ordermgmt.api.errors.server_error"

@@ -81,11 +81,12 @@ class OrderAdmin(admin.ModelAdmin):
         "size",
         "filled_size",
         "avg_fill_price",
+        "overfilled",
         "age_in_state",
         "broker_order_id",
         "created_at",
     ]
-    list_filter = ["status", "account", "contract_id", "created_at"]
+    list_filter = ["status", "overfilled", "account", "contract_id", "created_at"]
     search_fields = ["=id", "=broker_order_id", "=idempotency_key"]
     date_hierarchy = "created_at"
     list_select_related = ["account"]
@@ -111,6 +112,7 @@ class OrderAdmin(admin.ModelAdmin):
         "state_entered_at",
         "filled_size",
         "avg_fill_price",
+        "overfilled",
         "last_server_ts",
         "created_at",
         "updated_at",
@@ -236,11 +238,12 @@ class ArchivedOrderAdmin(admin.ModelAdmin):
         "size",
         "filled_size",
         "avg_fill_price",
+        "overfilled",
         "broker_order_id",
         "created_at",
         "archived_at",
     ]
-    list_filter = ["status", "account", "contract_id", "created_at"]
+    list_filter = ["status", "overfilled", "account", "contract_id", "created_at"]
     search_fields = ["=id", "=broker_order_id", "=idempotency_key"]
     date_hierarchy = "created_at"
     list_select_related = ["account"]

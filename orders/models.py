@@ -439,6 +439,7 @@ class OrderIncludingArchived(models.Model):
     state_entered_at = models.DateTimeField()
     filled_size = models.PositiveIntegerField()
     avg_fill_price = models.DecimalField(null=True, **PRICE_DIGITS)
+    overfilled = models.BooleanField()
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     archived = models.BooleanField()

@@ -40,6 +40,7 @@ def order_list(
     contract_id: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    overfilled: bool | None = None,
     include_archived: bool = False,
 ) -> QuerySet[Order] | QuerySet[OrderIncludingArchived]:
     orders: QuerySet[Order] | QuerySet[OrderIncludingArchived] = (
@@ -55,6 +56,8 @@ def order_list(
         orders = orders.filter(created_at__gte=created_after)
     if created_before is not None:
         orders = orders.filter(created_at__lt=created_before)
+    if overfilled is not None:
+        orders = orders.filter(overfilled=overfilled)
     return orders
 
 

@@ -10,7 +10,8 @@ import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults as django_defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -96,3 +97,43 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             str(exc.detail),
         )
     return response
+
+
+# --- Errors Django answers before or after a view: the root urlconf's handler400/404/500. -
+# An /api/ path no route matches (a non-UUID order id included: the routes take `<uuid:...>`),
+# and an exception no view handled, reach Django's handlers, not DRF's. Under /api/ they answer
+# the same shape as above; everywhere else (admin, desk) Django's own pages. Django calls these
+# only with DEBUG off, as in production and in the test suite; with DEBUG on its debug pages win.
+
+API_PATH_PREFIX = "/api/"
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path_info.startswith(API_PATH_PREFIX)
+
+
+def _json_error(code: str, message: str, http_status: int) -> JsonResponse:
+    return JsonResponse(error_body(code, message), status=http_status)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return _json_error("invalid_request", "the request is not valid", 400)
+    return django_defaults.bad_request(request, exception)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    # Worded as DRF words a 404 inside a view, so a malformed id and an unknown one read alike.
+    if _is_api(request):
+        return _json_error(
+            exceptions.NotFound.default_code, str(exceptions.NotFound.default_detail), 404
+        )
+    return django_defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    # Django logs the exception with its traceback (logger `django.request`) as it answers; the
+    # client learns only that it happened, never what.
+    if _is_api(request):
+        return _json_error("internal_error", "an internal error occurred; it has been logged", 500)
+    return django_defaults.server_error(request)

@@ -88,6 +88,14 @@ class OrderListFilterSerializer(serializers.Serializer):
     contract_id = serializers.CharField(required=False, max_length=64)
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
+    # allow_null: without it DRF reads a boolean missing from a query string as false, and the
+    # list would hide every overfilled order unless asked for them.
+    overfilled = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Only orders the broker filled beyond their size (true), or only the others",
+    )
     include_archived = serializers.BooleanField(
         required=False, default=False, help_text=INCLUDE_ARCHIVED_HELP
     )
@@ -129,6 +137,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
             "filled_size",
             "remaining_size",
             "avg_fill_price",
+            "overfilled",
             "version",
             "state_entered_at",
             "created_at",

@@ -33,6 +33,7 @@ def order_row(order: Order) -> dict[str, Any]:
         "status_reason": order.status_reason,
         "filled_size": order.filled_size,
         "avg_fill_price": _decimal(order.avg_fill_price),
+        "overfilled": order.overfilled,
         "broker_order_id": order.broker_order_id,
         "state_entered_at": order.state_entered_at.isoformat(),
         "created_at": order.created_at.isoformat() if order.created_at else None,

@@ -74,13 +74,14 @@
     tr.dataset.status = row.status;
     tr.dataset.version = row.version;
     tr.dataset.filled = row.filled_size;
+    tr.dataset.overfilled = row.overfilled;
     tr.replaceChildren(
       el("td", {}, String(row.account)),
       el("td", {}, row.contract_id),
       el("td", { class: row.side }, row.side),
       el("td", {}, row.type),
       el("td", { class: "status status-" + row.status, "data-field": "status" }, row.status.replace("_", " ")),
-      el("td", { class: "num", "data-field": "filled" }, `${row.filled_size} / ${row.size}`),
+      filledCell(row),
       el("td", { class: "num" }, row.avg_fill_price ?? "–"),
       el("td", { class: "num" }, row.limit_price ?? row.stop_price ?? "mkt"),
       el("td", { class: "age", "data-since": row.state_entered_at }, age(row.state_entered_at)),
@@ -93,6 +94,19 @@
       tr.classList.add("flash");
     }
     $("#no-orders").hidden = orders.size > 0;
+  }
+
+  // An overfill is kept as the broker reported it: the badge says the numbers are not a typo.
+  function filledCell(row) {
+    const td = el("td", { class: "num" });
+    if (row.overfilled) {
+      td.append(el("span", {
+        class: "badge badge-overfilled", "data-field": "overfilled",
+        title: "The broker filled more than the order's size; kept as reported",
+      }, "overfilled"), " ");
+    }
+    td.append(el("span", { "data-field": "filled" }, `${row.filled_size} / ${row.size}`));
+    return td;
   }
 
   function actionCell(row) {
