@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -107,11 +108,30 @@ class Contract(models.Model):
         return price % self.tick_size == 0
 
 
+class PositionCloseQuerySet(models.QuerySet["PositionClose"]):
+    def lease_expired(self, *, now: datetime) -> PositionCloseQuerySet:
+        """Closes in progress whose process stopped renewing its lease: anyone may take them
+        over. A close from before leases existed has none, and counts as expired."""
+        return self.filter(
+            models.Q(lease_expires_at__isnull=True) | models.Q(lease_expires_at__lt=now),
+            state=PositionClose.State.IN_PROGRESS,
+        )
+
+    def lease_held(self, *, now: datetime) -> PositionCloseQuerySet:
+        """Closes in progress whose process is alive (it renewed its lease in time)."""
+        return self.filter(state=PositionClose.State.IN_PROGRESS, lease_expires_at__gte=now)
+
+
 class PositionClose(models.Model):
     """One close of one account's position in one contract.
 
     At most one is in progress per (account, contract): the partial unique constraint makes a
     second request find the first instead of starting another, across every process.
+
+    The process working on a close holds a lease on it (`owner`, `lease_expires_at`) and renews
+    it at every step. Each step is written before its side effect, so when the owner dies the
+    lease runs out and another process takes the close over (a conditional UPDATE that only
+    an expired lease passes) and finishes it from the broker's truth.
     """
 
     class State(models.TextChoices):
@@ -119,16 +139,30 @@ class PositionClose(models.Model):
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
+    class Step(models.TextChoices):
+        SETTLING_ORDERS = "settling_orders", "Waiting for orders in flight to settle"
+        CANCELLING_ORDERS = "cancelling_orders", "Cancelling working orders"
+        CONFIRMING_CANCELS = "confirming_cancels", "Waiting for the broker to confirm cancels"
+        CLOSING_POSITION = "closing_position", "Closing the position at market"
+
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="closes")
     contract_id = models.CharField(max_length=64)
     state = models.CharField(max_length=12, choices=State.choices, default=State.IN_PROGRESS)
+    step = models.CharField(max_length=24, choices=Step.choices, default=Step.SETTLING_ORDERS)
     requested_by = models.CharField(max_length=150, blank=True, default="")
+    # The process working on the close (host:pid:claim) and until when it holds it.
+    owner = models.CharField(max_length=200, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # 1 for the process that started the close, +1 for each process that took it over.
+    attempts = models.PositiveIntegerField(default=1)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     cancelled_orders = models.PositiveIntegerField(default=0)
     closed_size = models.PositiveIntegerField(default=0)
     closed_side = models.CharField(max_length=8, blank=True, default="")
     detail = models.TextField(blank=True, default="")
+
+    objects = PositionCloseQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at"]

@@ -105,6 +105,10 @@ class ConcurrencySettings(_Section):
     retry_backoff_initial_ms: int = Field(20, ge=1, le=10_000)
     retry_backoff_max_ms: int = Field(500, ge=1, le=60_000)
     position_close_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    # A close's process renews its lease at every step; when it dies, another process may take
+    # the close over this long after the last renewal. Longer than one broker call normally
+    # takes, or a live but slow owner is taken over (safe: each step checks the lease first).
+    position_close_lease_seconds: float = Field(15.0, ge=1, le=600)
     placement_turn_timeout_seconds: float = Field(30.0, gt=0, le=600)
 
 

@@ -9,6 +9,7 @@ from django.utils.timesince import timesince
 from accounts.admin import PositionAdmin
 from accounts.models import Position, PositionClose
 from fills.models import ArchivedFill, Fill
+from orders.exceptions import OrderError
 from orders.models import (
     ArchivedOrder,
     ArchivedOrderTransition,
@@ -184,12 +185,16 @@ def close_positions(
     # The same coordination as POST /api/v1/positions/close. Registered here, on the accounts
     # app's Position admin, because orders depends on accounts and not the other way round.
     for position in queryset.select_related("account"):
-        close = position_close(
-            account=position.account,
-            contract_id=position.contract_id,
-            actor=request.user.get_username(),
-            trigger=TransitionTrigger.ADMIN,
-        )
+        try:
+            close = position_close(
+                account=position.account,
+                contract_id=position.contract_id,
+                actor=request.user.get_username(),
+                trigger=TransitionTrigger.ADMIN,
+            )
+        except OrderError as exc:  # still in progress elsewhere, or could not be completed
+            modeladmin.message_user(request, f"{position.contract_id}: {exc}", messages.ERROR)
+            continue
         level = messages.SUCCESS if close.state == PositionClose.State.DONE else messages.ERROR
         modeladmin.message_user(
             request, f"{position.contract_id}: {close.state}. {close.detail}", level

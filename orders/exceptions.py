@@ -140,3 +140,24 @@ class IfMatchRequired(OrderError):
 
     def __init__(self) -> None:
         super().__init__('send If-Match: "<version>" with the version of the order you read')
+
+
+class CloseFailed(OrderError):
+    """A position close could not be completed; the position may still be open."""
+
+    code = "close_failed"
+    retry_after = 5
+
+
+class CloseInProgress(OrderError):
+    """A close of the position is in flight in another request and did not end in time."""
+
+    code = "close_in_progress"
+
+    def __init__(self, *, contract_id: str, retry_after: int) -> None:
+        super().__init__(
+            f"a close of the position in {contract_id} is still in progress; retry to get its "
+            "result (a close whose process died is taken over once its lease expires)"
+        )
+        self.contract_id = contract_id
+        self.retry_after = retry_after

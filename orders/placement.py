@@ -240,9 +240,12 @@ def _accept(
     """
     config = settings.ORDER_MANAGEMENT
     locked = lock_in_order(accounts=[account])["account"][0]
-    if PositionClose.objects.filter(
-        account=locked, contract_id=payload.contract_id, state=PositionClose.State.IN_PROGRESS
-    ).exists():
+    # A close whose lease expired (its process died) does not block: it is taken over later.
+    if (
+        PositionClose.objects.lease_held(now=now)
+        .filter(account=locked, contract_id=payload.contract_id)
+        .exists()
+    ):
         raise PositionClosing(contract_id=payload.contract_id)
     waiting = Order.objects.filter(account=locked, status=OrderStatus.CREATED).count()
     if waiting >= config.concurrency_control.max_queue_depth_per_account:

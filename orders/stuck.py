@@ -20,6 +20,10 @@ fill that long. A resting limit or stop order without fills is waiting for its p
 5. open, partially_filled: the broker's view of the order is adopted (fills it counts that we
    lack are fetched); an order the broker still has working stays as it is.
 
+A position close is stuck when it is in progress and its lease expired: the process running it
+died (see orders/position_close.py). `stuck_closes_sweep(verify=True)` takes each over and
+finishes it from the broker's truth, exactly as the next close request on the contract would.
+
 Broker reads are paced to `lifecycle.stuckDetection.brokerReadsPerMinute`: the broker's limit
 (200 per minute) is per user and shared with the web workers and the listener, and this
 process's own limiter only knows about this process.
@@ -40,10 +44,12 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from accounts.gateway import get_gateway
+from accounts.models import PositionClose
 from ordermgmt import metrics
 from ordermgmt.locking import ADVISORY_NAMESPACE_PLACEMENT, TurnTimeout, advisory_lock
 from orders.exceptions import IllegalTransition, VersionConflict
 from orders.models import FILL_AT_ONCE_TYPES, Order, OrderStatus, TransitionTrigger
+from orders.position_close import position_close_take_over
 from orders.services import order_apply_broker_order, order_transition
 from orders.verification import Outcome, order_verify
 from projectx.errors import BrokerRejected, GatewayError
@@ -356,3 +362,92 @@ def stuck_orders_sweep(
                 on_handled(handled)
     report.remaining = stuck_orders_count(now=timezone.now() if verify else now)
     return report
+
+
+# --- Position closes whose process died -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StuckClose:
+    close_id: object
+    account: int  # the broker's account id
+    contract_id: str
+    step: str
+    owner: str
+    expired_for: float  # seconds since the lease ran out (since the start, without a lease)
+
+
+@dataclass(frozen=True)
+class HandledClose:
+    stuck: StuckClose
+    resolution: Resolution
+    state_after: str
+    detail: str = ""
+
+
+def stuck_closes_find(*, now: datetime) -> list[StuckClose]:
+    closes = (
+        PositionClose.objects.lease_expired(now=now)
+        .select_related("account")
+        .order_by("started_at")
+    )
+    return [
+        StuckClose(
+            close_id=close.pk,
+            account=close.account.broker_account_id,
+            contract_id=close.contract_id,
+            step=close.step,
+            owner=close.owner,
+            expired_for=(now - (close.lease_expires_at or close.started_at)).total_seconds(),
+        )
+        for close in closes
+    ]
+
+
+def stuck_close_handle(*, stuck: StuckClose) -> HandledClose:
+    """Take the close over and finish it; leave it to whoever claimed it first."""
+    close = position_close_take_over(
+        close_id=stuck.close_id, actor=ACTOR, trigger=TransitionTrigger.SWEEPER
+    )
+    if close is None:
+        state = PositionClose.objects.values_list("state", flat=True).get(pk=stuck.close_id)
+        return HandledClose(stuck, Resolution.BUSY, state, "taken over by another process")
+    resolution = (
+        Resolution.RESOLVED if close.state == PositionClose.State.DONE else Resolution.FAILED
+    )
+    return HandledClose(stuck, resolution, close.state, close.detail)
+
+
+def stuck_closes_sweep(
+    *,
+    verify: bool,
+    now: datetime | None = None,
+    on_handled: Callable[[HandledClose], None] | None = None,
+) -> tuple[list[StuckClose], list[HandledClose]]:
+    """Find closes whose lease expired, alert, and (with `verify`) take each over."""
+    found = stuck_closes_find(now=now or timezone.now())
+    handled: list[HandledClose] = []
+    for stuck in found:
+        logger.error(
+            "ALERT close %s of %s on account %s in progress at step %s: its lease expired "
+            "%.0f s ago (owner %s)",
+            stuck.close_id,
+            stuck.contract_id,
+            stuck.account,
+            stuck.step,
+            stuck.expired_for,
+            stuck.owner or "(none)",
+        )
+        if not verify:
+            continue
+        try:
+            result = stuck_close_handle(stuck=stuck)
+        except Exception as exc:  # one close must not stop the sweep
+            logger.exception("taking over close %s failed", stuck.close_id)
+            result = HandledClose(
+                stuck, Resolution.FAILED, PositionClose.State.IN_PROGRESS, str(exc)
+            )
+        handled.append(result)
+        if on_handled is not None:
+            on_handled(result)
+    return found, handled

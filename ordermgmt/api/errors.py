@@ -32,6 +32,8 @@ _DOMAIN_STATUS: list[tuple[type[Exception], int]] = [
     (order_errors.PlacementDeferred, status.HTTP_503_SERVICE_UNAVAILABLE),
     (order_errors.PlacementQueueFull, status.HTTP_429_TOO_MANY_REQUESTS),
     (order_errors.PositionClosing, status.HTTP_409_CONFLICT),
+    (order_errors.CloseInProgress, status.HTTP_409_CONFLICT),
+    (order_errors.CloseFailed, status.HTTP_503_SERVICE_UNAVAILABLE),
     (order_errors.IfMatchRequired, status.HTTP_428_PRECONDITION_REQUIRED),
     (order_errors.InvalidOrder, status.HTTP_400_BAD_REQUEST),
     (order_errors.IdempotencyKeyReused, status.HTTP_422_UNPROCESSABLE_ENTITY),

@@ -28,7 +28,7 @@ from orders.api.serializers import (
     OrderOutputSerializer,
     OrderTransitionOutputSerializer,
 )
-from orders.exceptions import IfMatchRequired
+from orders.exceptions import CloseFailed, IfMatchRequired
 from orders.lifecycle import cancel_http_status
 from orders.models import Order, OrderIncludingArchived
 from orders.placement import order_place, payload_from
@@ -273,6 +273,8 @@ class PositionCloseOutputSerializer(serializers.ModelSerializer):
             "account",
             "contract_id",
             "state",
+            "step",
+            "attempts",
             "requested_by",
             "started_at",
             "finished_at",
@@ -291,10 +293,18 @@ class PositionCloseApi(APIView):
             "Close the account's position in the contract: cancel its working orders, wait for "
             "the broker to confirm, then close the position as it stands, at market. One close "
             "per account and contract at a time: a request during a close joins it and gets its "
-            "result. New orders on the contract are refused with 409 until the close ends."
+            "result, for up to concurrencyControl.positionCloseTimeoutSeconds; then 409 "
+            "close_in_progress with Retry-After. New orders on the contract are refused with "
+            "409 until the close ends. A close whose process died is taken over (by the next "
+            "request or the stuck sweep) once its lease expires, and finished from the "
+            "broker's truth. A close that fails answers 503 close_failed with Retry-After."
         ),
         request=PositionCloseInputSerializer,
-        responses={200: PositionCloseOutputSerializer, 503: PositionCloseOutputSerializer},
+        responses={
+            200: PositionCloseOutputSerializer,
+            409: OpenApiResponse(description="close_in_progress: retry after Retry-After"),
+            503: OpenApiResponse(description="close_failed, with the close under `close`"),
+        },
     )
     def post(self, request: Request) -> Response:
         data = PositionCloseInputSerializer(data=request.data)
@@ -313,5 +323,9 @@ class PositionCloseApi(APIView):
         )
         body = PositionCloseOutputSerializer(close).data
         if close.state != PositionClose.State.DONE:
-            return Response({**error_body("close_failed", close.detail), "close": body}, status=503)
+            return Response(
+                {**error_body(CloseFailed.code, close.detail), "close": body},
+                status=503,
+                headers={"Retry-After": str(CloseFailed.retry_after)},
+            )
         return Response(body)

@@ -1,8 +1,10 @@
-"""Report orders stuck in a state past its threshold; with --verify, hand them on.
+"""Report orders stuck in a state past its threshold, and position closes whose process died
+(their lease expired); with --verify, hand the orders on and take the closes over.
 
 The rules are in orders/stuck.py. Safe from cron at any frequency: every order is re-read
-before it is acted on, and one failure does not stop the sweep. With --fail-on-stuck the exit
-code is 2 when stuck orders remain afterwards, so cron (or a systemd OnFailure=) can alert.
+before it is acted on, a close is claimed with a conditional UPDATE, and one failure does not
+stop the sweep. With --fail-on-stuck the exit code is 2 when stuck orders or closes remain
+afterwards, so cron (or a systemd OnFailure=) can alert.
 """
 
 from __future__ import annotations
@@ -10,22 +12,37 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
-from orders.stuck import Handled, StuckReport, stuck_orders_sweep, stuck_thresholds
+from orders.stuck import (
+    Handled,
+    HandledClose,
+    StuckClose,
+    StuckReport,
+    stuck_closes_find,
+    stuck_closes_sweep,
+    stuck_orders_sweep,
+    stuck_thresholds,
+)
 
 
 class Command(BaseCommand):
     help = (
         "Find orders stuck past lifecycle.stuckAfterSeconds (open and partially filled: the "
         "fill timeout), count them, and with --verify confirm each from the broker or "
-        "verification. pending_cancel is never guessed terminal: confirmed, or left and alerted."
+        "verification. pending_cancel is never guessed terminal: confirmed, or left and alerted. "
+        "Position closes whose lease expired are reported, and with --verify taken over and "
+        "finished from the broker."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--verify",
             action="store_true",
-            help="Hand each stuck order to verification / the broker's view of it",
+            help=(
+                "Hand each stuck order to verification / the broker's view of it, and take "
+                "over each close whose lease expired"
+            ),
         )
         parser.add_argument(
             "--max-per-minute",
@@ -63,12 +80,38 @@ class Command(BaseCommand):
                     f"(threshold {stuck.threshold:g} s)"
                 )
         self.stdout.write(self._summary(report))
+        closes, _ = stuck_closes_sweep(
+            verify=options["verify"], on_handled=self._print_handled_close
+        )
+        if not options["verify"]:
+            for stuck in closes:
+                self.stdout.write(self._describe_close(stuck))
+        closes_left = (
+            len(stuck_closes_find(now=timezone.now())) if options["verify"] else len(closes)
+        )
+        self.stdout.write(f"found {len(closes)} close(s) with an expired lease; {closes_left} left")
         remaining = {state: n for state, n in report.remaining.items() if n}
-        if options["fail_on_stuck"] and remaining:
+        if options["fail_on_stuck"] and (remaining or closes_left):
             # On stderr too: cron mails what a job prints there.
-            listed = ", ".join(f"{state} {n}" for state, n in remaining.items())
-            self.stderr.write(f"{sum(remaining.values())} order(s) still stuck: {listed}")
+            if remaining:
+                listed = ", ".join(f"{state} {n}" for state, n in remaining.items())
+                self.stderr.write(f"{sum(remaining.values())} order(s) still stuck: {listed}")
+            if closes_left:
+                self.stderr.write(f"{closes_left} close(s) still in progress with an expired lease")
             raise SystemExit(2)
+
+    def _describe_close(self, stuck: StuckClose) -> str:
+        return (
+            f"close {stuck.close_id} of {stuck.contract_id} on account {stuck.account}: "
+            f"in_progress at step {stuck.step}, lease expired {stuck.expired_for:.0f} s ago "
+            f"(owner {stuck.owner or 'none'})"
+        )
+
+    def _print_handled_close(self, handled: HandledClose) -> None:
+        self.stdout.write(
+            f"{self._describe_close(handled.stuck)}: {handled.resolution}, now "
+            f"{handled.state_after}" + (f" ({handled.detail})" if handled.detail else "")
+        )
 
     def _print_handled(self, handled: Handled) -> None:
         stuck = handled.stuck
