@@ -317,7 +317,12 @@ def _send_in_turn(order: Order, *, actor: str, trigger: str) -> PlacementResult:
             http_status=503,
             retry_after=1.0,
         )
-        if _release_unsent(order, OrderStatus.CANCELLED, deferred, applies=_still_waiting):
+        if order_release_unsent(
+            order=order,
+            to_state=OrderStatus.CANCELLED,
+            reason=f"not placed ({deferred.code}): {deferred}",
+            applies=_still_waiting,
+        ):
             return PlacementResult(order, 503, deferred=deferred)
     current = Order.objects.select_related("account").get(pk=order.pk)
     if current.idempotency_key is None:
@@ -339,19 +344,19 @@ def _still_waiting(order: Order) -> bool:
 
 def _cancel_unsent(order: Order, reason: str) -> None:
     """An order left waiting by a process that died: cancelled, never sent late."""
-    order_settle(
-        order_id=order.pk,
-        to_state=OrderStatus.CANCELLED,
-        applies=_still_waiting,
-        trigger=TransitionTrigger.SWEEPER,
-        reason=reason,
-        changes={"status_reason": reason},
+    order_release_unsent(
+        order=order, to_state=OrderStatus.CANCELLED, reason=reason, applies=_still_waiting
     )
 
 
-@transaction.atomic
-def _release_unsent(
-    order: Order, to_state: str, deferred: PlacementDeferred, *, applies: Callable[[Order], bool]
+def order_release_unsent(
+    *,
+    order: Order,
+    to_state: str,
+    reason: str,
+    applies: Callable[[Order], bool],
+    trigger: str = TransitionTrigger.SWEEPER,
+    actor: str = "",
 ) -> bool:
     """End an order that did not reach the broker, and free its idempotency key.
 
@@ -361,17 +366,19 @@ def _release_unsent(
     transaction. False when the order had moved on meanwhile (its newer state stands).
     """
     key = order.idempotency_key
-    reason = f"not placed ({deferred.code}): {deferred}; Idempotency-Key released for a retry"
-    settled = order_settle(
-        order_id=order.pk,
-        to_state=to_state,
-        applies=applies,
-        trigger=TransitionTrigger.BROKER_REST,
-        reason=reason[:2000],
-        changes={"status_reason": reason[:2000], "idempotency_key": None, "custom_tag": None},
-    )
-    if settled.applied:
-        IdempotencyRecord.objects.filter(account_id=order.account_id, key=key).delete()
+    reason = f"{reason}; Idempotency-Key released for a retry"[:2000]
+    with transaction.atomic():
+        settled = order_settle(
+            order_id=order.pk,
+            to_state=to_state,
+            applies=applies,
+            trigger=trigger,
+            actor=actor,
+            reason=reason,
+            changes={"status_reason": reason, "idempotency_key": None, "custom_tag": None},
+        )
+        if settled.applied and key is not None:
+            IdempotencyRecord.objects.filter(account_id=order.account_id, key=key).delete()
     return settled.applied
 
 
@@ -461,7 +468,13 @@ def _answer(order: Order) -> PlacementResult:
 
 def _defer(order: Order, to_state: str, deferred: PlacementDeferred) -> PlacementResult:
     """Nothing reached the broker, or it refused for a reason that passes: free the key."""
-    if _release_unsent(order, to_state, deferred, applies=lifecycle.placement_answer_applies):
+    if order_release_unsent(
+        order=order,
+        to_state=to_state,
+        reason=f"not placed ({deferred.code}): {deferred}",
+        applies=lifecycle.placement_answer_applies,
+        trigger=TransitionTrigger.BROKER_REST,
+    ):
         return PlacementResult(order, deferred.http_status, deferred=deferred)
     return _answer(Order.objects.select_related("account").get(pk=order.pk))  # moved on
 

@@ -45,6 +45,7 @@ from django.utils import timezone
 
 from accounts.gateway import get_gateway
 from accounts.models import Account, PositionClose
+from orders import lifecycle
 from orders.amend import order_cancel
 from orders.exceptions import CloseFailed, CloseInProgress, OrderError
 from orders.models import Order, OrderStatus, TransitionTrigger
@@ -58,9 +59,6 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
 RECONCILE_BUDGET_SECONDS = 2.0
-_IN_FLIGHT = {OrderStatus.CREATED, OrderStatus.SUBMITTING, OrderStatus.UNKNOWN}
-_CANCELLABLE = {OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED}
-_WORKING = {OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL}
 Step = PositionClose.Step
 
 
@@ -287,14 +285,14 @@ def _run(lease: _Lease, *, actor: str, trigger: str) -> None:
     # 2. Orders already on their way settle first; then every working order is cancelled.
     lease.step(Step.SETTLING_ORDERS)
     _wait(
-        lambda: not ours.filter(status__in=_IN_FLIGHT).exists(),
+        lambda: not ours.filter(status__in=lifecycle.OUTCOME_PENDING).exists(),
         "orders in flight to settle",
         deadline,
         lease,
     )
     lease.step(Step.CANCELLING_ORDERS)
     cancelled = 0
-    for order_id in ours.filter(status__in=_CANCELLABLE).values_list("pk", flat=True):
+    for order_id in ours.filter(status__in=lifecycle.CANCELLABLE).values_list("pk", flat=True):
         lease.renew()
         try:
             order_cancel(order_id=order_id, expected_version=None, actor=actor, trigger=trigger)
@@ -323,7 +321,7 @@ def _run(lease: _Lease, *, actor: str, trigger: str) -> None:
         )
 
     _wait(nothing_working, "the broker to confirm the cancels", deadline, lease)
-    _adopt_broker_view(ours.filter(status__in=_WORKING), lease, actor=actor)
+    _adopt_broker_view(ours.filter(status__in=lifecycle.WORKING), lease, actor=actor)
 
     # 4. The position as it stands now, and one close for it.
     position = _broker_position(broker_account, contract_id)

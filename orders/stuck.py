@@ -49,6 +49,7 @@ from ordermgmt import metrics
 from ordermgmt.locking import ADVISORY_NAMESPACE_PLACEMENT, TurnTimeout, advisory_lock
 from orders.exceptions import IllegalTransition, VersionConflict
 from orders.models import FILL_AT_ONCE_TYPES, Order, OrderStatus, TransitionTrigger
+from orders.placement import order_release_unsent
 from orders.position_close import position_close_take_over
 from orders.services import order_apply_broker_order, order_transition
 from orders.verification import Outcome, order_verify
@@ -192,15 +193,16 @@ def stuck_orders_find(*, now: datetime, limit: int) -> list[StuckOrder]:
 
 def _cancel_unsent(order: Order, stuck: StuckOrder) -> Handled:
     reason = f"stuck in created for {stuck.stuck_for:.0f} s: never sent; cancelled unsent"
-    order_transition(
-        order_id=order.pk,
+    # Nothing reached the broker: the bot's retry with the same key places it, once.
+    if not order_release_unsent(
+        order=order,
         to_state=OrderStatus.CANCELLED,
-        expected_version=order.version,
-        trigger=TransitionTrigger.SWEEPER,
-        actor=ACTOR,
         reason=reason,
-        changes={"status_reason": reason},
-    )
+        applies=lambda current: current.version == order.version,
+        actor=ACTOR,
+    ):
+        current = Order.objects.get(pk=order.pk)
+        return Handled(stuck, Resolution.RESOLVED, current.status, "moved meanwhile")
     return Handled(stuck, Resolution.RESOLVED, OrderStatus.CANCELLED, "never sent: cancelled")
 
 
