@@ -76,6 +76,6 @@ def test_fills_made_during_and_after_a_database_outage_all_arrive(
     wait_for(lambda: ready()[0] == 200, message="ready after recovery")
     # should have logged the failure with its traceback, and counted the restart
     assert task_restarts("applier") > restarts_before
-    assert any(
-        record.exc_info and "applier" in record.getMessage() for record in caplog.records
-    ), caplog.text
+    assert any(record.exc_info and "applier" in record.getMessage() for record in caplog.records), (
+        caplog.text
+    )
