@@ -101,3 +101,9 @@ fill_processing_seconds = Histogram(
     "Broker event to database commit, per fill",
     buckets=LATENCY_BUCKETS,
 )
+listener_task_restarts_total = Counter(
+    "listener_task_restarts_total",
+    "Long-running listener tasks (applier, sweeper, leadership, heartbeat, catch-up) restarted "
+    "after a failure, by task",
+    ["task"],
+)
