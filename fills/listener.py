@@ -11,17 +11,42 @@ events are applied under the order's row lock in server-time order. On top of th
 has one leader at a time: a PostgreSQL session advisory lock held on a connection of the
 listener's own, released by PostgreSQL the moment the process dies, so a standby takes over
 within one `leadership_poll` and catches up from the account's checkpoint.
+
+Supervision. Every long-running task of the listener (the applier, the leadership follower,
+the sweeper, the heartbeat and the recovery catch-up) runs under a `TaskSupervisor`: when one
+raises, the failure is logged with its traceback and counted in
+`listener_task_restarts_total{task}`, the Django connection of the thread is reset (the next
+attempt reconnects), and the task starts again after a jittered exponential backoff (0.5 s
+doubling, capped at 10 s). No task is ever lost silently, whatever the database does.
+
+A database outage. A batch the database cannot take (the connection is gone, the COMMIT
+fails) is never half-applied: `apply_events` raises, the transaction rolls back, and the
+applier keeps the batch and applies it again, whole and first, once the database answers
+(applying is idempotent: fills are unique per trade id, stale order events are ignored). After
+that recovery, and after any batch in which an event failed alone, a REST catch-up from the
+account checkpoint fetches what the broker holds, for anything the stream did not give us.
+The leadership session is probed before each use: when PostgreSQL ended it, its advisory locks
+are gone, so the listener takes them again (or stands by) and resubscribes.
+
+Health. The heartbeat runs on a thread of its own, so it is written even while the applier's
+database thread is blocked. Its `applied_at` means "applied events recently or had nothing to
+apply": it is the last batch commit, or now when the queue is empty and nothing is pending. A
+listener whose applier fails or hangs therefore goes stale there while it still hears the
+broker, and /readyz answers 503 saying the listener is not applying events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import random
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +54,7 @@ from typing import Any
 import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import F, Min, Q
 from django.utils import timezone
 
@@ -96,6 +121,10 @@ def apply_events(
     costs most. Each service is an atomic block of its own (a savepoint inside the batch), so
     an event that fails is rolled back alone, logged and counted without spoiling the others;
     the catch-up re-applies it later.
+
+    When the transaction itself is lost (the savepoint cannot be rolled back because the
+    connection is gone, or the COMMIT fails) this raises instead: nothing of the batch is
+    stored, and the caller applies the whole batch again once the database answers.
     """
     close_old_connections()
     accounts = accounts if accounts is not None else {}
@@ -107,6 +136,11 @@ def apply_events(
             try:
                 outcomes.append(_apply_one(kind, payload, action, trigger, accounts))
             except Exception:
+                if connection.needs_rollback or not connection.is_usable():
+                    # The transaction is lost (the savepoint could not be rolled back, or the
+                    # connection is gone): the batch will not commit, and going on would only
+                    # report events as applied that are not.
+                    raise
                 logger.exception("could not apply %s event %r", kind, payload)
                 outcomes.append("error")
     _observe_fill_latency(events, outcomes)
@@ -226,6 +260,13 @@ def _close_connection() -> None:
     connection.close()
 
 
+def _reset_connection() -> None:
+    """After a database error: drop this thread's connection, so the next unit reconnects
+    instead of reusing a session PostgreSQL already ended."""
+    with contextlib.suppress(DatabaseError):
+        connection.close()
+
+
 def write_heartbeat(name: str, started_at: datetime, **fields: Any) -> None:
     close_old_connections()
     ListenerHeartbeat.objects.update_or_create(
@@ -251,6 +292,14 @@ class Leadership:
     def _connect(self) -> psycopg.Connection | None:
         if connection.vendor != "postgresql":
             return None
+        if self._conn is not None and not self._conn.closed:
+            try:
+                # psycopg notices a session PostgreSQL ended only when it next uses it; with
+                # the session went every lock we held, so we must not go on believing we lead.
+                self._conn.execute("SELECT 1")
+            except psycopg.Error:
+                logger.warning("the leadership session was lost; taking the locks again")
+                self.release()
         if self._conn is None or self._conn.closed:
             params = connection.get_connection_params()
             params.pop("cursor_factory", None)
@@ -280,6 +329,88 @@ class Leadership:
             self._conn.close()  # closing the session releases every advisory lock
         self._conn = None
         self.led.clear()
+
+
+# --- Supervision -----------------------------------------------------------------------------
+
+TASK_BACKOFF_INITIAL = 0.5  # seconds before the first restart of a failed task
+TASK_BACKOFF_MAX = 10.0  # the cap: a database back from an outage is used within this
+
+
+def restart_delay(failures: int) -> float:
+    """Jittered exponential backoff after `failures` failures in a row (1 for the first)."""
+    backoff = min(TASK_BACKOFF_MAX, TASK_BACKOFF_INITIAL * 2 ** max(failures - 1, 0))
+    return backoff * random.uniform(0.5, 1.0)
+
+
+class TaskSupervisor:
+    """Keeps a set of named long-running tasks running until `stop()`.
+
+    A task is a coroutine function that loops forever. When it raises (or, against its
+    contract, returns), the failure is logged with its traceback and counted in
+    `listener_task_restarts_total{task}`, `on_failure` runs (e.g. to reset connections), and
+    the task starts again after `restart_delay`. A task calls `succeeded(name)` after each unit
+    of work that went well: that ends its "failing" state and resets its backoff.
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        *,
+        on_failure: Callable[[str, BaseException], Awaitable[None]] | None = None,
+    ) -> None:
+        self.owner = owner
+        self._on_failure = on_failure
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._failures: Counter[str] = Counter()
+
+    def start(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        self._tasks[name] = asyncio.create_task(
+            self._keep_running(name, work), name=f"listener-{name}"
+        )
+
+    def succeeded(self, name: str) -> None:
+        self._failures.pop(name, None)
+
+    @property
+    def failing(self) -> list[str]:
+        """Tasks that failed and have not completed a unit of work since."""
+        return sorted(self._failures)
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _keep_running(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await work()
+                raise RuntimeError(f"task {name} returned; it should run until cancelled")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failures[name] += 1
+                delay = restart_delay(self._failures[name])
+                metrics.listener_task_restarts_total.labels(task=name).inc()
+                logger.exception(
+                    "listener %s: task %s failed (%d in a row); restarting in %.1f s",
+                    self.owner,
+                    name,
+                    self._failures[name],
+                    delay,
+                )
+                if self._on_failure is not None:
+                    try:
+                        await self._on_failure(name, exc)
+                    except Exception:
+                        logger.warning(
+                            "listener %s: clean-up after %s failed", self.owner, name, exc_info=True
+                        )
+            await asyncio.sleep(delay)
 
 
 # --- The async side --------------------------------------------------------------------------
@@ -322,8 +453,17 @@ class GatewayListener:
         self._backfill_attempts: dict[object, datetime] = {}
         self._accounts: dict[int, Account] = {}
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        # Taken from the queue and not committed yet: kept across a failure, applied again first.
+        self._unapplied: list[Event] = []
+        self._waiting_for_events = False  # the applier is idle: nothing queued, nothing pending
+        self._applied_at: datetime | None = None  # the last batch commit
+        self._catch_up_wanted = asyncio.Event()
+        self._supervisor = TaskSupervisor(self.name, on_failure=self._after_task_failure)
         # One database thread, so events are applied one at a time in the broker's order.
         self._db = sync_to_async(lambda fn, *a, **k: fn(*a, **k), thread_sensitive=True)
+        # The heartbeat has a thread (and so a connection) of its own: it must still be written
+        # while the applier's thread is blocked, to say that the listener is not applying.
+        self._heartbeat_thread: ThreadPoolExecutor | None = None
 
     @property
     def hub(self) -> UserHubClient | None:
@@ -332,27 +472,44 @@ class GatewayListener:
     async def run(self, stop: asyncio.Event) -> None:
         self._client = self._client_factory(self.config)
         self._queue = asyncio.Queue()
-        applier = asyncio.create_task(self._apply_queued(), name="listener-applier")
+        self._heartbeat_thread = ThreadPoolExecutor(1, thread_name_prefix="listener-heartbeat")
+        supervisor = self._supervisor
+        supervisor.start("leadership", self._follow_leadership_forever)
+        supervisor.start("applier", self._apply_queued)
+        supervisor.start("catch-up", self._catch_up_when_wanted)
+        supervisor.start("sweeper", self._sweep_forever)
+        supervisor.start("heartbeat", self._heartbeat_forever)
         try:
-            while not stop.is_set():
-                await self._follow_leadership(stop)
-                await self._tick(stop)
+            await stop.wait()
         finally:
+            await supervisor.stop()  # events still queued are caught up by the next listener
             await self._stop_hub()
-            applier.cancel()  # events still queued are caught up by the next listener
-            with contextlib.suppress(asyncio.CancelledError):
-                await applier
             await self._db(self._leadership.release)
             await self._client.aclose()
-            await self._db(self._heartbeat, connected=False, subscribed=False)
+            try:
+                await self._write_heartbeat(connected=False, subscribed=False)
+            except Exception:
+                logger.warning("listener %s: last heartbeat not written", self.name, exc_info=True)
+            await self._in_heartbeat_thread(_close_connection)
+            self._heartbeat_thread.shutdown()
             await self._db(_close_connection)
 
-    async def _tick(self, stop: asyncio.Event) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=self.sweep_interval)
-        if stop.is_set():
-            return
-        try:
+    async def _after_task_failure(self, task: str, error: BaseException) -> None:
+        if isinstance(error, DatabaseError | psycopg.Error):
+            await self._db(_reset_connection)
+            await self._in_heartbeat_thread(_reset_connection)
+
+    # -- The supervised tasks: each loops until cancelled -------------------------------------
+
+    async def _follow_leadership_forever(self) -> None:
+        while True:
+            await self._follow_leadership()
+            self._supervisor.succeeded("leadership")
+            await asyncio.sleep(self.sweep_interval)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
             done = await self._db(
                 sweep,
                 now=timezone.now(),
@@ -360,30 +517,99 @@ class GatewayListener:
                 backfill_attempts=self._backfill_attempts,
             )
             self.stats.outcomes.update({k: v for k, v in done.items() if v})
-        except Exception:
-            logger.exception("listener sweep failed")
-        hub = self._hub
-        await self._db(
-            self._heartbeat,
-            connected=bool(hub and hub.connected),
-            subscribed=bool(hub and hub.subscribed),
-        )
+            self._supervisor.succeeded("sweeper")
 
-    def _heartbeat(self, **fields: Any) -> None:
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            hub = self._hub
+            await self._write_heartbeat(
+                connected=bool(hub and hub.connected), subscribed=bool(hub and hub.subscribed)
+            )
+            self._supervisor.succeeded("heartbeat")
+            await asyncio.sleep(self.sweep_interval)
+
+    async def _apply_queued(self) -> None:
+        while True:
+            if not self._unapplied:
+                self._unapplied = await self._next_batch()
+            try:
+                outcomes = await self._db(
+                    apply_events, self._unapplied, TransitionTrigger.BROKER_STREAM, self._accounts
+                )
+            except Exception:
+                # The batch stays in `_unapplied` for the restarted task; after it, a catch-up
+                # fetches whatever else the broker did meanwhile.
+                self._catch_up_wanted.set()
+                raise
+            batch, self._unapplied = self._unapplied, []
+            self._applied_at = self.stats.last_event_at = datetime.now(UTC)
+            self._supervisor.succeeded("applier")
+            if "error" in outcomes:
+                self._catch_up_wanted.set()  # the events that failed alone
+            for (kind, payload, _), outcome in zip(batch, outcomes, strict=True):
+                self.stats.outcomes[f"{kind}:{outcome}"] += 1
+                server_ts = _server_ts(payload)
+                account_id = getattr(payload, "account_id", None)
+                if server_ts is not None and account_id is not None:
+                    known = self.stats.checkpoints.get(account_id)
+                    if known is None or server_ts > known:
+                        self.stats.checkpoints[account_id] = server_ts
+
+    async def _next_batch(self) -> list[Event]:
+        self._waiting_for_events = self._queue.empty()
+        try:
+            batch = [await self._queue.get()]
+        finally:
+            self._waiting_for_events = False
+        while len(batch) < MAX_BATCH and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _catch_up_when_wanted(self) -> None:
+        while True:
+            await self._catch_up_wanted.wait()
+            if self._unapplied:
+                # Not before the failed batch is in: the catch-up would only fail the same way.
+                await asyncio.sleep(self.sweep_interval)
+                continue
+            self._catch_up_wanted.clear()
+            try:
+                await self._catch_up(sorted(self._leadership.led))
+            except BaseException:
+                self._catch_up_wanted.set()  # still owed: the restarted task tries again
+                raise
+            self._supervisor.succeeded("catch-up")
+
+    # -- Heartbeat ------------------------------------------------------------------------------
+
+    async def _in_heartbeat_thread(self, fn: Callable[..., Any], /, **kwargs: Any) -> None:
+        if self._heartbeat_thread is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._heartbeat_thread, functools.partial(fn, **kwargs))
+
+    async def _write_heartbeat(self, **fields: Any) -> None:
+        """Gathered here, on the event loop, then written in the heartbeat's thread."""
         hub = self._hub
         health = hub.health() if hub else None
-        write_heartbeat(
-            self.name,
-            self.started_at,
+        await self._in_heartbeat_thread(
+            write_heartbeat,
+            name=self.name,
+            started_at=self.started_at,
             leading_accounts=sorted(self._leadership.led),
             last_message_at=health.last_message_at if health else None,
             last_event_at=self.stats.last_event_at,
+            # "Applied events recently or had nothing to apply": never just "still running".
+            applied_at=timezone.now() if self._waiting_for_events else self._applied_at,
+            failing_tasks=self._supervisor.failing,
             events_applied=sum(v for k, v in self.stats.outcomes.items() if ":" not in k),
             reconnects=self.stats.reconnects,
             **fields,
         )
 
-    async def _follow_leadership(self, stop: asyncio.Event) -> None:
+    # -- Leadership and the hub -----------------------------------------------------------------
+
+    async def _follow_leadership(self) -> None:
         wanted = self.requested_accounts or await self._db(
             lambda: list(
                 Account.objects.filter(active=True).values_list("broker_account_id", flat=True)
@@ -429,26 +655,9 @@ class GatewayListener:
 
         return handle
 
-    async def _apply_queued(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            outcomes = await self._db(
-                apply_events, batch, TransitionTrigger.BROKER_STREAM, self._accounts
-            )
-            self.stats.last_event_at = datetime.now(UTC)
-            for (kind, payload, _), outcome in zip(batch, outcomes, strict=True):
-                self.stats.outcomes[f"{kind}:{outcome}"] += 1
-                server_ts = _server_ts(payload)
-                account_id = getattr(payload, "account_id", None)
-                if server_ts is not None and account_id is not None:
-                    known = self.stats.checkpoints.get(account_id)
-                    if known is None or server_ts > known:
-                        self.stats.checkpoints[account_id] = server_ts
-
     async def _catch_up(self, account_ids: list[int]) -> None:
-        """After every (re)connect: REST from the checkpoint minus the margin, then apply."""
+        """After every (re)connect and after a failed batch: REST from the checkpoint minus the
+        margin, then apply."""
         assert self._client is not None
         as_of = datetime.now(UTC)
         for account_id in account_ids:

@@ -81,7 +81,10 @@ class ListenerHeartbeat(models.Model):
     """What a running `listen_gateway` process last said about itself (for /readyz, metrics).
 
     Health comes from the live transport state, never from the process merely existing: the
-    ProjectX SDK's users saw a hub closed while health still reported fine.
+    ProjectX SDK's users saw a hub closed while health still reported fine. Likewise a listener
+    that hears the broker is only useful while it applies what it hears: `applied_at` moves
+    only while events are being applied (or there is nothing to apply), so a listener whose
+    applier is failing or stuck goes stale there even though the process and the hub are fine.
     """
 
     name = models.CharField(max_length=200, unique=True, help_text="host:pid of the process")
@@ -90,6 +93,18 @@ class ListenerHeartbeat(models.Model):
     leading_accounts = models.JSONField(default=list, blank=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
     last_event_at = models.DateTimeField(null=True, blank=True)
+    applied_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the listener last committed a batch of events or had nothing queued to "
+        "apply; stale while its applier is failing or stuck",
+    )
+    failing_tasks = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Names of the listener's tasks that failed and have not yet run again "
+        "successfully (they are restarted with backoff)",
+    )
     events_applied = models.BigIntegerField(default=0)
     reconnects = models.IntegerField(default=0)
     started_at = models.DateTimeField()

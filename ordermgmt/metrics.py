@@ -105,3 +105,9 @@ order_overfills_total = Counter(
     "order_overfills_total",
     "Orders the broker filled beyond their size (kept as reported), counted as they go over",
 )
+listener_task_restarts_total = Counter(
+    "listener_task_restarts_total",
+    "Long-running listener tasks (applier, sweeper, leadership, heartbeat, catch-up) restarted "
+    "after a failure, by task",
+    ["task"],
+)

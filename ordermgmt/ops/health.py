@@ -10,6 +10,11 @@ Readiness rules:
    cancels or rejections, so the desk would act on a picture that has stopped moving; that is
    unready. When no listener has ever run, it is unready too, for the same reason, and the
    check says to start one (`make run` starts one inside the app).
+4. listener, applying: hearing the broker is not enough. Every listener that heard it within
+   that limit must also have applied events, or had nothing to apply, within it (the
+   heartbeat's `applied_at`). A listener whose applier is failing (say, the database came back
+   but its batch did not) or stuck makes the check fail with a detail saying it is not
+   applying events, and which of its tasks are failing.
 """
 
 from __future__ import annotations
@@ -30,11 +35,22 @@ class Check:
 
 
 @dataclass(frozen=True)
+class NotApplying:
+    """A listener that heard the broker recently but has not applied what it heard."""
+
+    name: str
+    applied_at: datetime | None  # when it last applied events or had nothing to apply
+    failing_tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ListenerState:
     connected: bool  # a listener with a fresh heartbeat is connected and subscribed
     last_heard_at: datetime | None  # the newest event or ping any listener received
     newest_listener: str | None
     ever_ran: bool
+    # Listeners that heard the broker within the limit without applying events within it.
+    not_applying: tuple[NotApplying, ...] = ()
 
 
 def listener_state(*, now: datetime) -> ListenerState:
@@ -51,6 +67,14 @@ def listener_state(*, now: datetime) -> ListenerState:
         if moment is not None
     ]
     newest = max(heard, default=None)
+    following = [
+        beat
+        for beat in heartbeats
+        if any(
+            moment is not None and moment >= fresh_after
+            for moment in (beat.last_message_at, beat.last_event_at)
+        )
+    ]
     return ListenerState(
         connected=any(
             beat.connected and beat.subscribed and beat.updated_at >= fresh_after
@@ -59,6 +83,11 @@ def listener_state(*, now: datetime) -> ListenerState:
         last_heard_at=newest[0] if newest else None,
         newest_listener=newest[1] if newest else None,
         ever_ran=bool(heartbeats),
+        not_applying=tuple(
+            NotApplying(beat.name, beat.applied_at, tuple(beat.failing_tasks or ()))
+            for beat in following
+            if beat.applied_at is None or beat.applied_at < fresh_after
+        ),
     )
 
 
@@ -102,8 +131,26 @@ def check_listener(*, now: datetime) -> Check:
         return Check("listener", False, "no listener has heard from the broker yet")
     silence = (now - state.last_heard_at).total_seconds()
     detail = f"{state.newest_listener} heard from the broker {silence:.0f} s ago"
-    return Check(
-        "listener", silence <= limit, detail + ("" if silence <= limit else f" (> {limit:g} s)")
+    if silence > limit:
+        return Check("listener", False, f"{detail} (> {limit:g} s)")
+    if state.not_applying:
+        return Check(
+            "listener", False, "; ".join(_not_applying(x, now) for x in state.not_applying)
+        )
+    return Check("listener", True, f"{detail} and is applying events")
+
+
+def _not_applying(listener: NotApplying, now: datetime) -> str:
+    limit = settings.ORDER_MANAGEMENT.partial_fill_tracking.listener_ready_within_seconds
+    if listener.applied_at is None:
+        since = "has not applied any yet"
+    else:
+        since = f"last applied {(now - listener.applied_at).total_seconds():.0f} s ago"
+    failing = f", failing tasks: {', '.join(listener.failing_tasks)}"
+    return (
+        f"{listener.name} hears the broker but is not applying events ({since}, > {limit:g} s"
+        + (failing if listener.failing_tasks else "")
+        + ")"
     )
 
 

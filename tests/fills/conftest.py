@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
+from psycopg import sql
 
 from accounts.gateway import get_gateway
 from fills.listener import GatewayListener
@@ -21,14 +23,32 @@ from fills.listener import GatewayListener
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0, message: str = "") -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    timeout: float = 15.0,
+    message: str = "",
+    *,
+    through_database_errors: bool = False,
+) -> None:
+    """Poll `condition` until it holds. `through_database_errors`: a database error counts as
+    "not yet" (for polling across an outage, when pooled connections are still dead)."""
     deadline = time.monotonic() + timeout
+    last_error: DatabaseError | None = None
     while time.monotonic() < deadline:
         close_old_connections()
-        if condition():
-            return
+        try:
+            if condition():
+                return
+        except DatabaseError as error:
+            if not through_database_errors:
+                raise
+            last_error = error
+            connection.close()
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message or condition}")
+    raise AssertionError(
+        f"timed out after {timeout} s waiting for {message or condition}"
+        + (f" (last database error: {last_error})" if last_error else "")
+    )
 
 
 class ListenerThread:
@@ -115,3 +135,57 @@ def listener_process(sim, accounts):
         if process.poll() is None:
             process.kill()
         process.wait(timeout=10)
+
+
+class DatabaseOutage:
+    """This test's database made unavailable: new connections refused and every session on it
+    ended, as in a PostgreSQL restart or failover. Acts on the test database only, from an
+    admin connection to the `postgres` database (the server is shared: never stop it)."""
+
+    def __init__(self) -> None:
+        settings_dict = connection.settings_dict
+        self.name = settings_dict["NAME"]
+        self._admin = psycopg.connect(
+            host=settings_dict["HOST"] or "127.0.0.1",
+            port=int(settings_dict["PORT"] or 5432),
+            user=settings_dict["USER"] or "postgres",
+            dbname="postgres",
+            autocommit=True,
+        )
+        self.active = False
+
+    def begin(self) -> None:
+        self._allow_connections(False)
+        self.active = True
+        self._admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (self.name,),
+        )
+
+    def end(self) -> None:
+        self._allow_connections(True)
+        self.active = False
+
+    def close(self) -> None:
+        if self.active:
+            self.end()
+        self._admin.close()
+
+    def _allow_connections(self, allowed: bool) -> None:
+        self._admin.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(self.name), sql.SQL("true" if allowed else "false")
+            )
+        )
+
+
+@pytest.fixture
+def database_outage(transactional_db) -> Iterator[DatabaseOutage]:
+    """Ask for it after `listener`: it ends the outage before the listener stops and before the
+    database is flushed."""
+    outage = DatabaseOutage()
+    try:
+        yield outage
+    finally:
+        outage.close()

@@ -133,8 +133,10 @@ def test_two_listener_processes_store_every_fill_once(bot, sim, listener_process
     wait_for(
         lambda: (
             ListenerHeartbeat.objects.filter(leading_accounts__contains=[DEMO_ACCOUNT]).count() == 1
+            and ListenerHeartbeat.objects.count() == 2  # the standby is up too (a loaded
+            # machine may start one process seconds after the other)
         ),
-        message="one leader",
+        message="one leader and a standby",
     )
     for n in range(6):
         place(bot, {**MARKET_BUY, "size": 1 + n % 2}, key=f"two-{n}")

@@ -4,6 +4,12 @@ Runs until SIGTERM or SIGINT, then closes the hub connection and exits cleanly. 
 (re)connect it catches up through REST; a stale-feed watchdog forces a reconnect when neither
 events nor pings arrive. Several may run at once: one leads each account (PostgreSQL advisory
 lock), the others stand by.
+
+A failing part never ends or silently cripples the process: each long-running task (applier,
+leadership, sweeper, heartbeat, catch-up) is restarted with backoff after logging the traceback
+and counting `listener_task_restarts_total{task}`; a database outage is ridden out, the failed
+batch applied again and a REST catch-up run once PostgreSQL answers (see fills/listener.py).
+The heartbeat says whether events are being applied, which /readyz reports.
 """
 
 from __future__ import annotations
