@@ -196,6 +196,21 @@ class TestRetryableOutcomes:
         assert retry.status_code == 201, retry.json()
         assert len(broker_orders(sim)) == len(placed) + 1
 
+    def test_a_broker_that_cannot_be_reached_answers_503_and_frees_the_key(self, bot, sim) -> None:
+        contract_resolve(contract_id=MNQ)
+        sim.faults.refuse_connections()
+        first = place(bot, key="unreachable")
+
+        # nothing left this process: say so, and keep the key free
+        assert first.status_code == 503, first.json()
+        assert error(first)["code"] == "broker_unavailable"
+        assert first["Retry-After"] == "1"
+        assert the_order().status == "failed"
+        sim.faults.accept_connections()
+        retry = place(bot, key="unreachable")
+        assert retry.status_code == 201, retry.json()
+        assert len(broker_orders(sim)) == 1
+
     def test_a_placement_turn_that_does_not_come_answers_503_and_frees_the_key(
         self, bot, sim, accounts, tune
     ) -> None:
