@@ -3,14 +3,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
 
 from accounts.gateway import get_gateway
-from accounts.models import Account, Contract
+from accounts.models import PRICE_DIGITS, Account, Contract, Position, PositionType
+from accounts.signals import position_changed
+from projectx import enums
 from projectx.errors import BrokerRejected
+from projectx.models import Account as WireAccount
+from projectx.models import Position as WirePosition
 
 logger = logging.getLogger(__name__)
 
@@ -94,3 +101,98 @@ def account_grant(*, user: User, broker_account_ids: Iterable[int]) -> list[Acco
     for account in accounts:
         account.members.add(user)
     return accounts
+
+
+# --- Positions and accounts, as the broker reports them ---------------------------------------
+
+_POSITION_TYPES = {
+    enums.PositionType.LONG: PositionType.LONG,
+    enums.PositionType.SHORT: PositionType.SHORT,
+    enums.PositionType.UNDEFINED: PositionType.FLAT,
+}
+
+
+@transaction.atomic
+def position_apply(*, account: Account, wire: WirePosition, closed: bool = False) -> str:
+    """Mirror the broker's net position in one contract, ordered by the broker's timestamp.
+
+    One upsert: insert the row, or update it only when this event is not older than the one
+    applied (`WHERE last_server_ts <= EXCLUDED.last_server_ts`); the version rises with every
+    write. A stale event changes nothing.
+    """
+    flat = closed or wire.is_flat
+    now = timezone.now()
+    table = connection.ops.quote_name(Position._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (account_id, contract_id, type, size, average_price,
+                                 broker_position_id, last_server_ts, version, created_at,
+                                 updated_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s, %s)
+            ON CONFLICT (account_id, contract_id) DO UPDATE SET
+                type = EXCLUDED.type, size = EXCLUDED.size,
+                average_price = EXCLUDED.average_price,
+                broker_position_id = EXCLUDED.broker_position_id,
+                last_server_ts = EXCLUDED.last_server_ts,
+                version = {table}.version + 1, updated_at = EXCLUDED.updated_at
+            WHERE {table}.last_server_ts IS NULL
+               OR {table}.last_server_ts <= EXCLUDED.last_server_ts
+            RETURNING id
+            """,
+            [
+                account.pk,
+                wire.contract_id,
+                PositionType.FLAT if flat else _POSITION_TYPES[wire.type],
+                0 if flat else wire.size,
+                None
+                if flat
+                else connection.ops.adapt_decimalfield_value(
+                    wire.average_price, **{k: v for k, v in PRICE_DIGITS.items()}
+                ),
+                wire.id,
+                connection.ops.adapt_datetimefield_value(wire.creation_timestamp),
+                connection.ops.adapt_datetimefield_value(now),
+                connection.ops.adapt_datetimefield_value(now),
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return "stale"
+    position_id = row[0]
+    transaction.on_commit(lambda: _position_committed(position_id))
+    return "applied"
+
+
+def _position_committed(position_id: int) -> None:
+    position = Position.objects.select_related("account").filter(pk=position_id).first()
+    if position is not None:
+        position_changed.send(sender=Position, position=position)
+
+
+def positions_reconcile(
+    *, account: Account, open_positions: list[WirePosition], as_of: datetime
+) -> None:
+    """After a catch-up: positions the broker no longer lists are flat."""
+    still_open = {p.contract_id for p in open_positions}
+    for wire in open_positions:
+        position_apply(account=account, wire=wire)
+    Position.objects.filter(account=account).exclude(contract_id__in=still_open).exclude(
+        type=PositionType.FLAT
+    ).filter(Q(last_server_ts__isnull=True) | Q(last_server_ts__lte=as_of)).update(
+        type=PositionType.FLAT,
+        size=0,
+        average_price=None,
+        version=F("version") + 1,
+        last_server_ts=as_of,
+    )
+
+
+@transaction.atomic
+def account_apply(*, wire: WireAccount) -> None:
+    Account.objects.filter(broker_account_id=wire.id).update(
+        name=wire.name,
+        balance=wire.balance,
+        can_trade=wire.can_trade,
+        version=F("version") + 1,
+    )

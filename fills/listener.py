@@ -58,12 +58,15 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 from django.db.models import F, Min, Q
 from django.utils import timezone
 
+from accounts import services as account_services
 from accounts.broker_session import SharedSessionClient
 from accounts.models import Account
+from common import metrics
 from fills import services
 from fills.models import ListenerHeartbeat
-from ordermgmt import metrics
-from orders.models import TERMINAL_STATES, Order, TransitionTrigger
+from orders import fill_timeouts
+from orders.lifecycle import TERMINAL
+from orders.models import Order, TransitionTrigger
 from projectx.client import ProjectXClient
 from projectx.config import GatewayConfig
 from projectx.enums import EventAction
@@ -93,7 +96,7 @@ def _apply_one(
     kind: str, payload: Any, action: EventAction | None, trigger: str, accounts: dict[int, Account]
 ) -> str:
     if kind == "account":
-        services.account_apply(wire=payload)
+        account_services.account_apply(wire=payload)
         return "applied"
     account = accounts.get(payload.account_id)
     if account is None:
@@ -106,7 +109,7 @@ def _apply_one(
     if kind == "order":
         return services.order_event_apply(account=account, wire=payload, trigger=trigger).outcome
     if kind == "position":
-        return services.position_apply(
+        return account_services.position_apply(
             account=account, wire=payload, closed=action == EventAction.DELETE
         )
     raise ValueError(f"unknown event kind {kind!r}")
@@ -170,7 +173,7 @@ def catch_up_start(account: Account, margin: timedelta) -> datetime:
         candidates.append(account.stream_checkpoint)
     oldest_working = (
         Order.objects.filter(account=account)
-        .exclude(status__in=TERMINAL_STATES)
+        .exclude(status__in=TERMINAL)
         .aggregate(oldest=Min("created_at"))["oldest"]
     )
     if oldest_working is not None:
@@ -200,7 +203,7 @@ def apply_catch_up(
         for trade in sorted(trades, key=lambda t: t.creation_timestamp):
             fill = services.fill_apply(account=account, trade=trade, trigger=trigger)
             outcomes[f"fill:{fill.outcome}"] += 1
-    services.positions_reconcile(account=account, open_positions=positions, as_of=as_of)
+    account_services.positions_reconcile(account=account, open_positions=positions, as_of=as_of)
     newest = [as_of - timedelta(seconds=1)]
     Account.objects.filter(pk=account.pk).filter(
         Q(stream_checkpoint__isnull=True) | Q(stream_checkpoint__lt=newest[0])
@@ -246,9 +249,9 @@ def sweep(
         except Exception:
             logger.warning("backfill of order %s failed", order_id, exc_info=True)
     action = settings.ORDER_MANAGEMENT.partial_fill_tracking.timeout_action
-    for order in services.orders_past_fill_timeout(now=now):
+    for order in fill_timeouts.orders_past_fill_timeout(now=now):
         try:
-            handled = services.order_handle_fill_timeout(order=order, action=action, now=now)
+            handled = fill_timeouts.order_handle_fill_timeout(order=order, action=action, now=now)
             done[f"timeout:{handled}"] += 1
         except Exception:
             logger.warning("fill timeout action for order %s failed", order.pk, exc_info=True)

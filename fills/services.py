@@ -15,7 +15,7 @@ import decimal
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -23,12 +23,11 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
-from django.utils import timezone
 
 from accounts.gateway import get_gateway
-from accounts.models import Account, Position, PositionType
+from accounts.models import Account
+from common import metrics
 from fills.models import Fill
-from ordermgmt import metrics
 from orders import lifecycle
 from orders import wire as wire_maps
 from orders.exceptions import IllegalTransition
@@ -42,9 +41,7 @@ from orders.services import (
     order_update,
 )
 from projectx import enums
-from projectx.models import Account as WireAccount
 from projectx.models import Order as WireOrder
-from projectx.models import Position as WirePosition
 from projectx.models import Trade as WireTrade
 
 logger = logging.getLogger(__name__)
@@ -360,161 +357,3 @@ def order_event_apply(*, account: Account, wire: WireOrder, trigger: str) -> Bro
     if result.outcome == BrokerEvidence.STALE:
         _count_fill_event("stale")
     return result
-
-
-# --- Positions and accounts ------------------------------------------------------------------
-
-_POSITION_TYPES = {
-    enums.PositionType.LONG: PositionType.LONG,
-    enums.PositionType.SHORT: PositionType.SHORT,
-    enums.PositionType.UNDEFINED: PositionType.FLAT,
-}
-
-
-@transaction.atomic
-def position_apply(*, account: Account, wire: WirePosition, closed: bool = False) -> str:
-    """Mirror the broker's net position in one contract, ordered by the broker's timestamp.
-
-    One upsert: insert the row, or update it only when this event is not older than the one
-    applied (`WHERE last_server_ts <= EXCLUDED.last_server_ts`); the version rises with every
-    write. A stale event changes nothing.
-    """
-    flat = closed or wire.is_flat
-    now = timezone.now()
-    table = connection.ops.quote_name(Position._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {table} (account_id, contract_id, type, size, average_price,
-                                 broker_position_id, last_server_ts, version, created_at,
-                                 updated_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s, %s)
-            ON CONFLICT (account_id, contract_id) DO UPDATE SET
-                type = EXCLUDED.type, size = EXCLUDED.size,
-                average_price = EXCLUDED.average_price,
-                broker_position_id = EXCLUDED.broker_position_id,
-                last_server_ts = EXCLUDED.last_server_ts,
-                version = {table}.version + 1, updated_at = EXCLUDED.updated_at
-            WHERE {table}.last_server_ts IS NULL
-               OR {table}.last_server_ts <= EXCLUDED.last_server_ts
-            RETURNING id
-            """,
-            [
-                account.pk,
-                wire.contract_id,
-                PositionType.FLAT if flat else _POSITION_TYPES[wire.type],
-                0 if flat else wire.size,
-                None
-                if flat
-                else connection.ops.adapt_decimalfield_value(
-                    wire.average_price, **{k: v for k, v in PRICE_DIGITS.items()}
-                ),
-                wire.id,
-                connection.ops.adapt_datetimefield_value(wire.creation_timestamp),
-                connection.ops.adapt_datetimefield_value(now),
-                connection.ops.adapt_datetimefield_value(now),
-            ],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        return "stale"
-    position_id = row[0]
-    transaction.on_commit(lambda: _broadcast_position(position_id))
-    return "applied"
-
-
-def _broadcast_position(position_id: int) -> None:
-    from orders.desk.broadcasts import broadcast_position
-
-    position = Position.objects.select_related("account").filter(pk=position_id).first()
-    if position is not None:
-        broadcast_position(position)
-
-
-def positions_reconcile(
-    *, account: Account, open_positions: list[WirePosition], as_of: datetime
-) -> None:
-    """After a catch-up: positions the broker no longer lists are flat."""
-    still_open = {p.contract_id for p in open_positions}
-    for wire in open_positions:
-        position_apply(account=account, wire=wire)
-    Position.objects.filter(account=account).exclude(contract_id__in=still_open).exclude(
-        type=PositionType.FLAT
-    ).filter(Q(last_server_ts__isnull=True) | Q(last_server_ts__lte=as_of)).update(
-        type=PositionType.FLAT,
-        size=0,
-        average_price=None,
-        version=F("version") + 1,
-        last_server_ts=as_of,
-    )
-
-
-@transaction.atomic
-def account_apply(*, wire: WireAccount) -> None:
-    Account.objects.filter(broker_account_id=wire.id).update(
-        name=wire.name,
-        balance=wire.balance,
-        can_trade=wire.can_trade,
-        version=F("version") + 1,
-    )
-
-
-# --- Completion timeouts ---------------------------------------------------------------------
-
-
-def orders_past_fill_timeout(*, now: datetime) -> list[Order]:
-    """Orders with no completion `partialFillTracking.timeoutSeconds` after their last fill
-    (or submission), not yet handled since. Derived from stored times: survives restarts."""
-    return list(
-        Order.objects.filter(lifecycle.fill_timeout_due(now=now))
-        .select_related("account")
-        .order_by("last_fill_at")[:200]
-    )
-
-
-def order_handle_fill_timeout(*, order: Order, action: str, now: datetime) -> str:
-    """Run the configured action for one overdue order: `alert`, `verify` or `cancel_remaining`.
-
-    The order is marked handled first (a write under its version), so two listeners never both
-    act on it, and a new fill re-arms the timer.
-    """
-    try:
-        order_update(
-            order_id=order.pk,
-            expected_version=order.version,
-            changes={"fill_timeout_handled_at": now},
-            trigger=TransitionTrigger.SWEEPER,
-            reason=f"no completion within the fill timeout: {action}",
-        )
-    except Exception:  # lost the race to another process: it handles this one
-        return "skipped"
-    metrics.order_fill_timeouts_total.labels(action).inc()
-    logger.error(
-        "ALERT order %s (%s, %d of %d filled) has not completed within the fill "
-        "timeout; action: %s",
-        order.pk,
-        order.status,
-        order.filled_size,
-        order.size,
-        action,
-    )
-    if action == "verify":
-        wire = get_gateway().get_order(
-            account_id=order.account.broker_account_id, order_id=order.broker_order_id, budget=5.0
-        )
-        order_apply_broker_order(
-            order_id=order.pk,
-            broker_order=wire,
-            trigger=TransitionTrigger.SWEEPER,
-            reason="fill timeout: verified with the broker",
-        )
-    elif action == "cancel_remaining":
-        from orders.amend import order_cancel
-
-        order_cancel(
-            order_id=order.pk,
-            expected_version=None,
-            actor="fill-timeout",
-            trigger=TransitionTrigger.SWEEPER,
-        )
-    return action

@@ -14,8 +14,8 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from orders.desk.auth import TokenAuthMiddleware  # noqa: E402
-from orders.desk.routing import websocket_urlpatterns  # noqa: E402
+from desk.auth import TokenAuthMiddleware  # noqa: E402
+from desk.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -3,7 +3,7 @@
 With nothing set, the system runs embedded: SQLite in ./var, an in-process channel layer, a
 local-memory cache and the bundled ProjectX simulator. `DATABASE_URL`, `REDIS_URL` and the
 `PROJECTX_*` variables switch each part to the real thing. Every value is read through the
-strict helpers in `ordermgmt.env`: a bad value stops start-up with a message naming it.
+strict helpers in `common.env`: a bad value stops start-up with a message naming it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from ordermgmt.config import DEFAULT_CONFIG_PATH, load_config
-from ordermgmt.env import (
+from common.env import (
     EnvironmentSettingError,
     env_bool,
     env_int,
@@ -25,6 +24,7 @@ from ordermgmt.env import (
     env_str,
     env_url,
 )
+from ordermgmt.config import DEFAULT_CONFIG_PATH, load_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"  # the embedded default's state: SQLite file, generated secret key
@@ -162,9 +162,14 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "ordermgmt",
+    # The domain, bottom to top (see docs/architecture.md).
     "accounts",
     "orders",
     "fills",
+    # The interfaces on top of it.
+    "desk",
+    "ops",
+    "backoffice",
 ]
 
 MIDDLEWARE = [
@@ -235,10 +240,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_THROTTLE_CLASSES": ["ordermgmt.api.throttling.PerTokenRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.PerTokenRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": env_str("API_THROTTLE_RATE", "1200/min")},
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "ordermgmt.api.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "api.errors.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "COERCE_DECIMAL_TO_STRING": True,
 }

@@ -7,7 +7,7 @@ from django.apps import AppConfig
 
 def _count_transition(sender: Any, order: Any, transition: Any, **kwargs: Any) -> None:
     """Metrics for a committed change (the signal is sent after commit, never on rollback)."""
-    from ordermgmt import metrics
+    from common import metrics
 
     if transition.from_state != transition.to_state:  # same state: a field write, not a move
         metrics.order_lifecycle_transitions_total.labels(
@@ -22,9 +22,8 @@ class OrdersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from orders.desk.broadcasts import on_order_changed
         from orders.signals import order_changed
 
-        # Counted first: a receiver that raises stops the ones after it.
+        # Apps are readied in INSTALLED_APPS order, so this counts before the desk's receiver
+        # (a receiver that raises stops the ones after it).
         order_changed.connect(_count_transition, dispatch_uid="orders.metrics.transitions")
-        order_changed.connect(on_order_changed, dispatch_uid="orders.desk.broadcast")

@@ -30,7 +30,7 @@ from typing import Any
 from django.core.cache import cache
 from django.db import transaction
 
-from ordermgmt import metrics
+from common import metrics
 from orders.models import IdempotencyRecord
 
 logger = logging.getLogger(__name__)

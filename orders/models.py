@@ -32,8 +32,9 @@ class OrderStatus(models.TextChoices):
 
 
 S = OrderStatus
+# The terminal set is needed here for the archival index; every other state set, and every
+# decision about states, is in orders/lifecycle.py (which re-exports this one as TERMINAL).
 TERMINAL_STATES = frozenset({S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED, S.FAILED})
-WORKING_STATES = frozenset({S.OPEN, S.PARTIALLY_FILLED, S.PENDING_CANCEL})
 
 # Late broker evidence may correct a terminal state. These are the only edges out of one, and
 # each is recorded as a correction (with its reason) and counted.

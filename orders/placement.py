@@ -31,12 +31,11 @@ from django.utils import timezone
 from accounts.gateway import get_gateway
 from accounts.models import Account, PositionClose
 from accounts.services import contract_resolve
-from ordermgmt import metrics
-from ordermgmt.locking import (
+from common import metrics
+from common.locking import (
     ADVISORY_NAMESPACE_PLACEMENT,
     TurnTimeout,
     advisory_lock,
-    lock_in_order,
     retry_on_deadlock,
 )
 from orders import idempotency, lifecycle, wire
@@ -49,6 +48,7 @@ from orders.exceptions import (
     PositionClosing,
     RequestInProgress,
 )
+from orders.locking import lock_in_order
 from orders.models import IdempotencyRecord, Order, OrderStatus, OrderType, TransitionTrigger
 from orders.services import order_create, order_settle, order_transition, order_update
 from projectx.errors import (

@@ -6,7 +6,6 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
 from accounts.selectors import accounts_visible_to
-from fills.models import ArchivedFill, Fill
 from orders.models import (
     ArchivedOrder,
     ArchivedOrderTransition,
@@ -61,18 +60,13 @@ def order_list(
     return orders
 
 
-def _is_archived(order: AnyOrder) -> bool:
+def is_archived(order: AnyOrder) -> bool:
     return isinstance(order, ArchivedOrder) or bool(getattr(order, "archived", False))
 
 
 def order_transitions(
     *, order: AnyOrder
 ) -> QuerySet[OrderTransition] | QuerySet[ArchivedOrderTransition]:
-    if _is_archived(order):
+    if is_archived(order):
         return ArchivedOrderTransition.objects.filter(order_id=order.pk).order_by("version")
     return OrderTransition.objects.filter(order_id=order.pk).order_by("version")
-
-
-def order_fills(*, order: AnyOrder) -> QuerySet[Fill] | QuerySet[ArchivedFill]:
-    model = ArchivedFill if _is_archived(order) else Fill
-    return model.objects.filter(order_id=order.pk).order_by("broker_ts", "broker_trade_id")

@@ -45,8 +45,8 @@ from django.utils import timezone
 
 from accounts.gateway import get_gateway
 from accounts.models import PositionClose
-from ordermgmt import metrics
-from ordermgmt.locking import ADVISORY_NAMESPACE_PLACEMENT, TurnTimeout, advisory_lock
+from common import metrics
+from common.locking import ADVISORY_NAMESPACE_PLACEMENT, TurnTimeout, advisory_lock
 from orders.exceptions import IllegalTransition, VersionConflict
 from orders.models import FILL_AT_ONCE_TYPES, Order, OrderStatus, TransitionTrigger
 from orders.placement import order_release_unsent

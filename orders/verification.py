@@ -37,7 +37,7 @@ from django.db import close_old_connections, transaction
 
 from accounts.gateway import get_gateway
 from accounts.models import Account
-from ordermgmt import metrics
+from common import metrics
 from orders import lifecycle, wire
 from orders.models import Order, OrderStatus, TransitionTrigger
 from orders.services import order_apply_broker_order, order_settle, order_update

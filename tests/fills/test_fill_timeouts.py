@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from fills.services import fills_backfill, order_handle_fill_timeout, orders_past_fill_timeout
+from fills.services import fills_backfill
+from orders.fill_timeouts import order_handle_fill_timeout, orders_past_fill_timeout
 from orders.models import Order
 from tests.fills.test_listener import RESTING_BUY
 from tests.orders.test_orders_api import place

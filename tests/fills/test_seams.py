@@ -18,7 +18,7 @@ from django.db import connection
 
 from accounts.gateway import configure_gateway, get_gateway
 from accounts.services import contract_resolve
-from ordermgmt.locking import ADVISORY_NAMESPACE_PLACEMENT
+from common.locking import ADVISORY_NAMESPACE_PLACEMENT
 from orders.models import Order, OrderTransition
 from projectx.ratelimit import RateLimit
 from tests.fills.conftest import wait_for

@@ -17,7 +17,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from fills.models import ArchivedFill, Fill
-from orders.archival import orders_archive
+from ops.archival import orders_archive
 from orders.models import (
     ArchivedOrder,
     ArchivedOrderTransition,

@@ -15,8 +15,8 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.services import contract_resolve
-from ordermgmt import metrics
-from ordermgmt.locking import ADVISORY_NAMESPACE_PLACEMENT
+from common import metrics
+from common.locking import ADVISORY_NAMESPACE_PLACEMENT
 from orders.models import Order, OrderTransition
 from orders.services import order_transition
 from orders.stuck import BrokerReadPacer

@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from accounts.services import contract_resolve
 from fills.listener import apply_events
 from fills.models import ListenerHeartbeat
-from fills.services import fill_apply, order_event_apply, order_handle_fill_timeout
+from fills.services import fill_apply, order_event_apply
+from orders.fill_timeouts import order_handle_fill_timeout
 from orders.models import Order
 from orders.services import order_transition, order_update
 from orders.stuck import stuck_orders_sweep

@@ -77,7 +77,7 @@ def test_the_allowlist_takes_networks(settings) -> None:
 
 def _in_a_process(directory: Path, code: str, **env: str) -> None:
     subprocess.run(
-        [sys.executable, "-c", f"from ordermgmt import metrics; {code}"],
+        [sys.executable, "-c", f"from common import metrics; {code}"],
         cwd=ROOT,
         env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory), **env},
         check=True,

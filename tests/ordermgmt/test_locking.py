@@ -9,8 +9,9 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Account, Position
-from ordermgmt import metrics
-from ordermgmt.locking import lock_in_order, retry_on_deadlock
+from common import metrics
+from common.locking import retry_on_deadlock
+from orders.locking import lock_in_order
 from tests.factories import make_account, make_order
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -84,7 +85,7 @@ def test_lock_in_order_refuses_to_run_outside_a_transaction() -> None:
 
 
 def test_waiters_for_one_turn_do_not_each_hold_a_database_connection() -> None:
-    from ordermgmt.locking import advisory_lock
+    from common.locking import advisory_lock
 
     key = 424_242
     holding, release = threading.Event(), threading.Event()

@@ -89,7 +89,7 @@ def test_a_bug_in_a_view_is_a_json_500_that_leaks_nothing_and_is_logged(
         raise RuntimeError("secret-internal-detail")
 
     # A stand-in for any bug: the order list's selector fails in a way nothing handles.
-    monkeypatch.setattr("orders.api.views.order_list", broken)
+    monkeypatch.setattr("api.views.orders.order_list", broken)
     client = APIClient(raise_request_exception=False)
     client.credentials(HTTP_AUTHORIZATION=bot.auth_headers["Authorization"])
     with caplog.at_level(logging.ERROR, logger="django.request"):

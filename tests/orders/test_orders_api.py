@@ -228,7 +228,7 @@ def test_the_schema_and_docs_are_served_without_a_cdn(bot, sim) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_bot_over_its_rate_gets_429_with_retry_after(bot, outsider, sim, monkeypatch) -> None:
-    from ordermgmt.api.throttling import PerTokenRateThrottle
+    from api.throttling import PerTokenRateThrottle
 
     monkeypatch.setattr(PerTokenRateThrottle, "THROTTLE_RATES", {"user": "3/min"})
     answers = [bot.get("/api/v1/orders/") for _ in range(4)]

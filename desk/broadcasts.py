@@ -1,14 +1,14 @@
 """Pushing changes to the live desk: after commit, to the channel group of the account.
 
-Services never call this directly: it hangs on `orders.signals.order_changed` (sent from
-`transaction.on_commit`) and is called by the fills app after a position changes. With
-`REDIS_URL` the channels-redis layer carries the message from any process (the listener, every
-web worker) to every open page; without it, only pages served by this same process see it,
-which is why `manage.py serve` runs the web server and the listener in one process.
+Services never call this directly: it hangs on `orders.signals.order_changed` and
+`accounts.signals.position_changed` (both sent from `transaction.on_commit`; see
+`desk/apps.py`). With `REDIS_URL` the channels-redis layer carries the message from any process
+(the listener, every web worker) to every open page; without it, only pages served by this same
+process see it, which is why `manage.py serve` runs the web server and the listener in one
+process.
 
 Every message carries the row's version: a page applies a row only when its version is newer
-than the one it shows, so a late, repeated or reordered message never leaves a wrong row.
-"""
+than the one it shows, so a late, repeated or reordered message never leaves a wrong row."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from accounts.models import Position
-from orders.desk.selectors import order_row, position_row
+from desk.selectors import order_row, position_row
 from orders.models import Order
 
 logger = logging.getLogger(__name__)
@@ -52,3 +52,7 @@ def broadcast_position(position: Position) -> None:
 
 def on_order_changed(sender: Any, order: Order, **kwargs: Any) -> None:
     broadcast_order(order)
+
+
+def on_position_changed(sender: Any, position: Position, **kwargs: Any) -> None:
+    broadcast_position(position)

@@ -20,8 +20,8 @@ from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from ordermgmt.ops.collectors import DatabaseStateCollector
-from ordermgmt.ops.health import readiness_checks
+from ops.collectors import DatabaseStateCollector
+from ops.health import readiness_checks
 
 FORBIDDEN = "metrics are only served to an allowed address or with the metrics token"
 # The classic text format every Prometheus version parses; our metric names need nothing newer

@@ -17,8 +17,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import PositionClose
 from accounts.selectors import accounts_visible_to
+from desk.selectors import desk_accounts, desk_order_detail, desk_snapshot, order_row
 from orders.amend import order_cancel
-from orders.desk.selectors import desk_accounts, desk_order_detail, desk_snapshot, order_row
 from orders.exceptions import OrderError, VersionConflict
 from orders.models import TransitionTrigger
 from orders.position_close import position_close

@@ -16,8 +16,8 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ordermgmt import metrics
-from ordermgmt.ops.health import listener_state
+from common import metrics
+from ops.health import listener_state
 
 logger = logging.getLogger(__name__)
 

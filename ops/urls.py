@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from ordermgmt.ops.views import healthz, metrics_view, readyz
+from ops.views import healthz, metrics_view, readyz
 
 urlpatterns: list[URLPattern] = [
     path("healthz", healthz, name="healthz"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram, values
 
-from ordermgmt.env import env_str
+from common.env import env_str
 
 # In multiprocess mode every process writes files named after its pid, and every scrape reads
 # all of them, dead processes' included: a command run each minute from cron would add a set
@@ -77,7 +77,7 @@ order_stuck_total = Counter(
 placement_queue_rejections_total = Counter(
     "placement_queue_rejections_total", "Placements refused because an account's queue was full"
 )
-# Computed at scrape time from the database by ordermgmt.ops.collectors (not kept in any
+# Computed at scrape time from the database by ops.collectors (not kept in any
 # process): the listener may run on another machine, and a gauge a dead process last wrote
 # would lie. Their names are part of the contract like the rest.
 LISTENER_CONNECTED = "listener_connected"  # 1 while a listener is connected and subscribed

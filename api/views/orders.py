@@ -16,9 +16,8 @@ from rest_framework.views import APIView
 
 from accounts.models import PositionClose
 from accounts.selectors import accounts_visible_to
-from ordermgmt.api.errors import error_body
-from orders.amend import order_cancel, order_modify
-from orders.api.serializers import (
+from api.errors import error_body
+from api.serializers import (
     INCLUDE_ARCHIVED_HELP,
     FillOutputSerializer,
     OrderCreateInputSerializer,
@@ -28,13 +27,14 @@ from orders.api.serializers import (
     OrderOutputSerializer,
     OrderTransitionOutputSerializer,
 )
+from fills.selectors import order_fills
+from orders.amend import order_cancel, order_modify
 from orders.exceptions import CloseFailed, IfMatchRequired
 from orders.lifecycle import cancel_http_status
 from orders.models import Order, OrderIncludingArchived
 from orders.placement import order_place, payload_from
 from orders.position_close import position_close
 from orders.selectors import (
-    order_fills,
     order_list,
     order_transitions,
     orders_including_archived_visible_to,

@@ -7,8 +7,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from orders.desk.broadcasts import account_group
-from orders.desk.selectors import desk_accounts, desk_snapshot
+from desk.broadcasts import account_group
+from desk.selectors import desk_accounts, desk_snapshot
 
 # Close codes in the 4000 range are ours: the page shows why and does not retry a refusal.
 CLOSE_NOT_AUTHENTICATED = 4401

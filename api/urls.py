@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from accounts.api.views import AccountListApi, PositionListApi
-from orders.api.views import (
+from api.views.accounts import AccountListApi, PositionListApi
+from api.views.orders import (
     OrderCancelApi,
     OrderDetailApi,
     OrderFillsApi,

@@ -76,7 +76,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
                 response["Retry-After"] = retry_after_header(retry_after)
             current = getattr(exc, "current", None)
             if current is not None:
-                from orders.api.serializers import OrderOutputSerializer
+                from api.serializers import OrderOutputSerializer
 
                 response.data["order"] = OrderOutputSerializer(current).data
                 response["ETag"] = f'"{current.version}"'

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from orders.desk import views
+from desk import views
 
 app_name = "desk"
 

@@ -12,7 +12,8 @@ from django.db.models import Q
 from accounts.models import Account, Position, PositionType
 from accounts.selectors import accounts_visible_to
 from fills.models import Fill
-from orders.models import TERMINAL_STATES, Order
+from orders.lifecycle import TERMINAL
+from orders.models import Order
 
 
 def _decimal(value: Any) -> str | None:
@@ -38,7 +39,7 @@ def order_row(order: Order) -> dict[str, Any]:
         "state_entered_at": order.state_entered_at.isoformat(),
         "created_at": order.created_at.isoformat() if order.created_at else None,
         "version": order.version,
-        "terminal": order.status in TERMINAL_STATES,
+        "terminal": order.status in TERMINAL,
     }
 
 
@@ -65,7 +66,7 @@ def desk_snapshot(user: AbstractBaseUser | AnonymousUser) -> dict[str, Any]:
     start_of_day = datetime.combine(datetime.now(UTC).date(), time.min, tzinfo=UTC)
     orders = (
         Order.objects.filter(account__in=accounts)
-        .filter(Q(created_at__gte=start_of_day) | ~Q(status__in=TERMINAL_STATES))
+        .filter(Q(created_at__gte=start_of_day) | ~Q(status__in=TERMINAL))
         .select_related("account")
         .order_by("-created_at")[:1000]
     )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from orders.desk.consumers import DeskConsumer
+from desk.consumers import DeskConsumer
 
 websocket_urlpatterns = [
     path("ws/desk/", DeskConsumer.as_asgi()),

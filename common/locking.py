@@ -1,13 +1,10 @@
-"""Lock ordering and deadlock retry: the one place that takes several locks.
+"""Deadlock retry and advisory locks, for every app (this package imports no app).
 
-Every code path that locks more than one row takes the locks in the order
-Account -> Position -> Order, and within a kind in primary-key order. Two transactions that
-lock in the same global order can wait for each other but never deadlock; a path that locked
-an order and then its account while another locked the account and then the order would.
-PostgreSQL still aborts a transaction now and then (a deadlock among paths we do not order,
-a serialization failure): `retry_on_deadlock` re-runs it from fresh state with jittered
-backoff, a bounded number of times, and counts it.
-"""
+The row-lock hierarchy itself (Account -> Position -> Order, `lock_in_order`) is the domain's
+and lives in `orders/locking.py`: two transactions that lock in the same global order can wait
+for each other but never deadlock. PostgreSQL still aborts a transaction now and then (a
+deadlock among paths we do not order, a serialization failure): `retry_on_deadlock` re-runs it
+from fresh state with jittered backoff, a bounded number of times, and counts it."""
 
 from __future__ import annotations
 
@@ -17,13 +14,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import OperationalError, connection
 
-from ordermgmt import metrics
+from common import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -70,40 +67,6 @@ def retry_on_deadlock(func: Callable[P, R]) -> Callable[P, R]:
         raise AssertionError("unreachable")
 
     return wrapper
-
-
-def lock_in_order(
-    *,
-    accounts: Iterable[Any] = (),
-    positions: Iterable[Any] = (),
-    orders: Iterable[Any] = (),
-) -> dict[str, list[Any]]:
-    """Lock the given rows (model instances or primary keys) Account -> Position -> Order.
-
-    Must run inside a transaction. Returns the locked rows, fresh from the database, by kind.
-    """
-    from accounts.models import Account, Position
-    from orders.models import Order
-
-    if not connection.in_atomic_block:
-        raise RuntimeError("lock_in_order must run inside transaction.atomic()")
-    locked: dict[str, list[Any]] = {}
-    for kind, model, items in (
-        ("account", Account, accounts),
-        ("position", Position, positions),
-        ("order", Order, orders),
-    ):
-        keys = sorted({getattr(item, "pk", item) for item in items}, key=str)
-        if not keys:
-            locked[kind] = []
-            continue
-        started = time.perf_counter()
-        # ORDER BY pk: within a kind, always the same order too.
-        rows = list(model.objects.select_for_update().filter(pk__in=keys).order_by("pk"))
-        metrics.lock_wait_seconds.labels(kind).observe(time.perf_counter() - started)
-        metrics.lock_acquisitions_total.labels(kind).inc(len(rows))
-        locked[kind] = rows
-    return locked
 
 
 # --- Advisory locks: one holder at a time across every process -----------------------------

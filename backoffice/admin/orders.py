@@ -6,8 +6,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from accounts.admin import PositionAdmin
 from accounts.models import Position, PositionClose
+from backoffice.admin.accounts import PositionAdmin
 from fills.models import ArchivedFill, Fill
 from orders.exceptions import OrderError
 from orders.models import (

@@ -16,8 +16,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ordermgmt.ops.progress import ProgressBar
-from orders.archival import ArchiveReport, BatchDone, orders_archive
+from common.progress import ProgressBar
+from ops.archival import ArchiveReport, BatchDone, orders_archive
 
 
 class Command(BaseCommand):
