@@ -1,7 +1,8 @@
 """One error shape for the whole API: `{"error": {"code", "message", "fields"?}}`.
 
-Domain errors are named exceptions (orders.exceptions); this handler is the one place that
-maps them to HTTP, so views never build error responses by hand.
+Domain errors are named exceptions; what each means (code, HTTP status, message) is
+`orders.exceptions.describe_error`, the one mapping the desk and the admin use too. This handler
+renders it, and DRF's and Django's own errors, in the shape; views never build error responses.
 """
 
 from __future__ import annotations
@@ -12,37 +13,11 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults as django_defaults
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from orders import exceptions as order_errors
-from orders.idempotency import InvalidIdempotencyKey
-
-
-def error_body(code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if fields:
-        error["fields"] = fields
-    return {"error": error}
-
-
-_DOMAIN_STATUS: list[tuple[type[Exception], int]] = [
-    # PlacementDeferred carries its own status (429 or 503); this is its fallback.
-    (order_errors.PlacementDeferred, status.HTTP_503_SERVICE_UNAVAILABLE),
-    (order_errors.PlacementQueueFull, status.HTTP_429_TOO_MANY_REQUESTS),
-    (order_errors.PositionClosing, status.HTTP_409_CONFLICT),
-    (order_errors.CloseInProgress, status.HTTP_409_CONFLICT),
-    (order_errors.CloseFailed, status.HTTP_503_SERVICE_UNAVAILABLE),
-    (order_errors.IfMatchRequired, status.HTTP_428_PRECONDITION_REQUIRED),
-    (order_errors.InvalidOrder, status.HTTP_400_BAD_REQUEST),
-    (order_errors.IdempotencyKeyReused, status.HTTP_422_UNPROCESSABLE_ENTITY),
-    (order_errors.RequestInProgress, status.HTTP_409_CONFLICT),
-    (order_errors.VersionConflict, status.HTTP_412_PRECONDITION_FAILED),
-    (order_errors.IllegalTransition, status.HTTP_409_CONFLICT),
-    (order_errors.BrokerUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
-    (order_errors.OrderError, status.HTTP_409_CONFLICT),
-]
+from orders.exceptions import describe_error, error_body
 
 
 def retry_after_header(seconds: float) -> str:
@@ -59,28 +34,17 @@ def _flatten(detail: Any) -> Any:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, InvalidIdempotencyKey):
-        return Response(
-            error_body("invalid_request", str(exc), {"Idempotency-Key": [str(exc)]}),
-            status=status.HTTP_400_BAD_REQUEST,
-        )
-    for error_type, http_status in _DOMAIN_STATUS:
-        if isinstance(exc, error_type):
-            fields = getattr(exc, "fields", None)
-            response = Response(
-                error_body(getattr(exc, "code", "error"), str(exc), fields),
-                status=getattr(exc, "http_status", None) or http_status,
-            )
-            retry_after = getattr(exc, "retry_after", None)
-            if retry_after is not None:
-                response["Retry-After"] = retry_after_header(retry_after)
-            current = getattr(exc, "current", None)
-            if current is not None:
-                from api.serializers import OrderOutputSerializer
+    described = describe_error(exc)
+    if described is not None:
+        response = Response(described.body(), status=described.http_status)
+        if described.retry_after is not None:
+            response["Retry-After"] = retry_after_header(described.retry_after)
+        if described.current is not None:
+            from api.serializers import OrderOutputSerializer
 
-                response.data["order"] = OrderOutputSerializer(current).data
-                response["ETag"] = f'"{current.version}"'
-            return response
+            response.data["order"] = OrderOutputSerializer(described.current).data
+            response["ETag"] = f'"{described.current.version}"'
+        return response
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -19,7 +19,8 @@ from accounts.models import PositionClose
 from accounts.selectors import accounts_visible_to
 from desk.selectors import desk_accounts, desk_order_detail, desk_snapshot, order_row
 from orders.amend import order_cancel
-from orders.exceptions import OrderError, VersionConflict
+from orders.exceptions import ErrorDescription, IfMatchRequired, describe_error, error_body
+from orders.lifecycle import cancel_http_status
 from orders.models import TransitionTrigger
 from orders.position_close import position_close
 from orders.selectors import orders_visible_to
@@ -57,20 +58,30 @@ def _body(request: HttpRequest) -> dict[str, Any]:
 def order_cancel_view(request: HttpRequest, order_id: str) -> JsonResponse:
     order = get_object_or_404(orders_visible_to(request.user), pk=order_id)
     version = _body(request).get("version")
-    if not isinstance(version, int):
-        return JsonResponse({"error": "send the version of the row you see"}, status=428)
     try:
+        if not isinstance(version, int):
+            raise IfMatchRequired()
         order = order_cancel(
             order_id=order.pk,
             expected_version=version,
             actor=request.user.get_username(),
             trigger=TransitionTrigger.ADMIN,
         )
-    except VersionConflict as exc:
-        return JsonResponse({"error": str(exc), "row": order_row(exc.current)}, status=412)
-    except OrderError as exc:
-        return JsonResponse({"error": str(exc)}, status=409)
-    return JsonResponse({"row": order_row(order)})
+    except Exception as exc:
+        described = describe_error(exc)
+        if described is None:
+            raise
+        return _error(described)
+    return JsonResponse({"row": order_row(order)}, status=cancel_http_status(order))
+
+
+def _error(described: ErrorDescription) -> JsonResponse:
+    """A refused action, in the API's one error shape and status; with the order's current row
+    when the error carries it (the page shows the order as it is now)."""
+    body: dict[str, Any] = described.body()
+    if described.current is not None:
+        body["row"] = order_row(described.current)
+    return JsonResponse(body, status=described.http_status)
 
 
 @login_required
@@ -81,13 +92,19 @@ def position_close_view(request: HttpRequest) -> JsonResponse:
         accounts_visible_to(request.user).filter(broker_account_id=body.get("account")).first()
     )
     if account is None or not isinstance(body.get("contract_id"), str):
-        return JsonResponse({"error": "unknown account or contract"}, status=404)
-    close = position_close(
-        account=account,
-        contract_id=body["contract_id"],
-        actor=request.user.get_username(),
-        trigger=TransitionTrigger.ADMIN,
-    )
+        return JsonResponse(error_body("not_found", "unknown account or contract"), status=404)
+    try:
+        close = position_close(
+            account=account,
+            contract_id=body["contract_id"],
+            actor=request.user.get_username(),
+            trigger=TransitionTrigger.ADMIN,
+        )
+    except Exception as exc:
+        described = describe_error(exc)
+        if described is None:
+            raise
+        return _error(described)
     status = 200 if close.state == PositionClose.State.DONE else 503
     return JsonResponse(
         {"state": close.state, "detail": close.detail, "closed_size": close.closed_size},

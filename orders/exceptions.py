@@ -1,8 +1,10 @@
-"""The named errors of the order domain. The API maps each to one error shape."""
+"""The named errors of the order domain, and what each means to a caller (`describe_error`):
+the API, the desk and the admin answer from that one mapping."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orders.models import Order
@@ -161,3 +163,75 @@ class CloseInProgress(OrderError):
         )
         self.contract_id = contract_id
         self.retry_after = retry_after
+
+
+# --- What each error means to a caller: the one mapping ----------------------------------------
+# The bot API (api/errors.py), the desk (desk/views.py) and the admin (backoffice/) all answer
+# from this table, so one error never means 409 in one place and 503 in another.
+
+
+@dataclass(frozen=True)
+class ErrorDescription:
+    code: str
+    http_status: int
+    message: str
+    fields: dict[str, Any] | None = None
+    retry_after: float | None = None
+    # The order as it stands, for errors that carry it (a version conflict, not cancellable).
+    current: Order | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The one error shape: `{"error": {"code", "message", "fields"?}}`."""
+        return error_body(self.code, self.message, self.fields)
+
+
+def error_body(code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    return {"error": error}
+
+
+_HTTP_STATUS: list[tuple[type[Exception], int]] = [
+    # PlacementDeferred carries its own status (429 or 503); this is its fallback.
+    (PlacementDeferred, 503),
+    (PlacementQueueFull, 429),
+    (PositionClosing, 409),
+    (CloseInProgress, 409),
+    (CloseFailed, 503),
+    (IfMatchRequired, 428),
+    (InvalidOrder, 400),
+    (IdempotencyKeyReused, 422),
+    (RequestInProgress, 409),
+    (VersionConflict, 412),
+    (IllegalTransition, 409),
+    (BrokerUnavailable, 503),
+    (OrderError, 409),
+]
+
+
+def describe_error(exc: Exception) -> ErrorDescription | None:
+    """The code, HTTP status and message of a domain error (or a broker error that reached a
+    caller); None for anything else, which is a bug to log, never a message to show."""
+    from orders.idempotency import InvalidIdempotencyKey
+    from projectx.errors import GatewayError, RateLimited
+
+    if isinstance(exc, InvalidIdempotencyKey):
+        return ErrorDescription(
+            "invalid_request", 400, str(exc), fields={"Idempotency-Key": [str(exc)]}
+        )
+    for error_type, http_status in _HTTP_STATUS:
+        if isinstance(exc, error_type):
+            return ErrorDescription(
+                code=getattr(exc, "code", OrderError.code),
+                http_status=getattr(exc, "http_status", None) or http_status,
+                message=str(exc),
+                fields=getattr(exc, "fields", None),
+                retry_after=getattr(exc, "retry_after", None),
+                current=getattr(exc, "current", None),
+            )
+    if isinstance(exc, RateLimited):
+        return ErrorDescription("broker_rate_limited", 429, str(exc), retry_after=exc.retry_after)
+    if isinstance(exc, GatewayError):
+        return ErrorDescription(BrokerUnavailable.code, 503, str(exc), retry_after=1.0)
+    return None

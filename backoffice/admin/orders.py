@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -9,7 +11,7 @@ from django.utils.timesince import timesince
 from accounts.models import Position, PositionClose
 from backoffice.admin.accounts import PositionAdmin
 from fills.models import ArchivedFill, Fill
-from orders.exceptions import OrderError
+from orders.exceptions import describe_error
 from orders.models import (
     ArchivedOrder,
     ArchivedOrderTransition,
@@ -18,6 +20,8 @@ from orders.models import (
     TransitionTrigger,
 )
 from orders.position_close import position_close
+
+logger = logging.getLogger(__name__)
 
 
 class OrderTransitionInline(admin.TabularInline):
@@ -149,7 +153,7 @@ def cancel_orders(modeladmin: OrderAdmin, request: HttpRequest, queryset: QueryS
             )
             done += 1
         except Exception as exc:
-            failed.append(f"{order.pk}: {exc}")
+            failed.append(f"{order.pk}: {_refusal(exc)}")
     _report(modeladmin, request, f"cancel requested for {done} order(s)", failed)
 
 
@@ -163,8 +167,18 @@ def verify_orders(modeladmin: OrderAdmin, request: HttpRequest, queryset: QueryS
             result = order_verify(order_id=order.pk, actor=request.user.get_username())
             outcomes.append(f"{order.pk}: {result.outcome}")
         except Exception as exc:
-            failed.append(f"{order.pk}: {exc}")
+            failed.append(f"{order.pk}: {_refusal(exc)}")
     _report(modeladmin, request, "; ".join(outcomes) or "nothing to verify", failed)
+
+
+def _refusal(exc: Exception) -> str:
+    """What to tell the person, from the one error mapping (the API and the desk say the same);
+    anything else is a bug: logged with its traceback, and said as such."""
+    described = describe_error(exc)
+    if described is None:
+        logger.exception("admin action failed unexpectedly")
+        return f"failed unexpectedly ({type(exc).__name__}); see the log"
+    return f"{described.message} ({described.code})"
 
 
 def _report(
@@ -192,8 +206,10 @@ def close_positions(
                 actor=request.user.get_username(),
                 trigger=TransitionTrigger.ADMIN,
             )
-        except OrderError as exc:  # still in progress elsewhere, or could not be completed
-            modeladmin.message_user(request, f"{position.contract_id}: {exc}", messages.ERROR)
+        except Exception as exc:  # still in progress elsewhere, or could not be completed
+            modeladmin.message_user(
+                request, f"{position.contract_id}: {_refusal(exc)}", messages.ERROR
+            )
             continue
         level = messages.SUCCESS if close.state == PositionClose.State.DONE else messages.ERROR
         modeladmin.message_user(

@@ -183,7 +183,8 @@
     const { status, data } = await post(`/desk/orders/${id}/cancel/`, { version: row.version });
     if (data.row) applyOrder(data.row);
     if (status === 412) toast("The order changed meanwhile; it is shown as it is now.");
-    else if (status >= 400) toast(data.error || "Cancel failed");
+    else if (status === 202) toast(`Cancel sent, not yet confirmed: ${data.row.status_reason || ""}`);
+    else if (status >= 400) toast((data.error && data.error.message) || "Cancel failed");
     button.disabled = false;
   }
 
@@ -191,7 +192,7 @@
     if (!confirm(`Close ${row.size} ${row.type} ${row.contract_id} at market?`)) return;
     button.disabled = true;
     const { status, data } = await post("/desk/positions/close/", { account: row.account, contract_id: row.contract_id });
-    toast(status === 200 ? `Closed: ${data.detail}` : `Close failed: ${data.detail || data.error}`);
+    toast(status === 200 ? `Closed: ${data.detail}` : `Close failed: ${data.detail || (data.error && data.error.message)}`);
     button.disabled = false;
   }
 
