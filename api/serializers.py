@@ -5,8 +5,10 @@ from typing import Any
 
 from rest_framework import serializers
 
-from fills.models import Fill
+from fills.models import FILL_FIELDS, Fill
 from orders.models import (
+    ORDER_FIELDS,
+    TRANSITION_FIELDS,
     Order,
     OrderIncludingArchived,
     OrderSide,
@@ -119,30 +121,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Order
-        fields = [
-            "id",
-            "account",
-            "contract_id",
-            "side",
-            "type",
-            "size",
-            "limit_price",
-            "stop_price",
-            "trail_price",
-            "status",
-            "status_reason",
-            "broker_order_id",
-            "idempotency_key",
-            "custom_tag",
-            "filled_size",
-            "remaining_size",
-            "avg_fill_price",
-            "overfilled",
-            "version",
-            "state_entered_at",
-            "created_at",
-            "updated_at",
-        ]
+        fields = list(ORDER_FIELDS)
         read_only_fields = fields
 
 
@@ -158,19 +137,7 @@ class OrderIncludingArchivedOutputSerializer(OrderOutputSerializer):
 class OrderTransitionOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = OrderTransition
-        fields = [
-            "version",
-            "from_state",
-            "to_state",
-            "at",
-            "time_in_previous_state",
-            "trigger",
-            "actor",
-            "reason",
-            "is_correction",
-            "changed_fields",
-            "server_ts",
-        ]
+        fields = list(TRANSITION_FIELDS)
         read_only_fields = fields
 
 
@@ -179,17 +146,5 @@ class FillOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Fill
-        fields = [
-            "broker_trade_id",
-            "broker_order_id",
-            "contract_id",
-            "side",
-            "size",
-            "price",
-            "fees",
-            "profit_and_loss",
-            "voided",
-            "broker_ts",
-            "received_at",
-        ]
+        fields = list(FILL_FIELDS)
         read_only_fields = fields

@@ -7,8 +7,41 @@ from django.db import models
 from accounts.models import MONEY_DIGITS, PRICE_DIGITS, Account
 from orders.models import ArchivedOrder, Order, OrderSide
 
+# What a reader is shown of a fill, in this order (the bot API and the admin).
+FILL_FIELDS = (
+    "broker_trade_id",
+    "broker_order_id",
+    "contract_id",
+    "side",
+    "size",
+    "price",
+    "fees",
+    "profit_and_loss",
+    "voided",
+    "broker_ts",
+    "received_at",
+)
 
-class Fill(models.Model):
+
+class FillColumns(models.Model):
+    """The columns of one execution, hot (`Fill`) or archived (`ArchivedFill`). Written once."""
+
+    broker_trade_id = models.BigIntegerField()
+    broker_order_id = models.BigIntegerField()
+    contract_id = models.CharField(max_length=64)
+    side = models.CharField(max_length=4, choices=OrderSide.choices)
+    size = models.PositiveIntegerField()
+    price = models.DecimalField(**PRICE_DIGITS)
+    fees = models.DecimalField(default=Decimal("0"), **MONEY_DIGITS)
+    profit_and_loss = models.DecimalField(null=True, blank=True, **MONEY_DIGITS)
+    voided = models.BooleanField(default=False)
+    broker_ts = models.DateTimeField(help_text="The broker's creationTimestamp of the trade")
+
+    class Meta:
+        abstract = True
+
+
+class Fill(FillColumns):
     """One execution (a broker trade, a half-turn) against an order.
 
     The order is nullable: a fill can arrive before its order's acknowledgement, or for an order
@@ -20,16 +53,6 @@ class Fill(models.Model):
     order = models.ForeignKey(
         Order, on_delete=models.PROTECT, related_name="fills", null=True, blank=True
     )
-    broker_trade_id = models.BigIntegerField()
-    broker_order_id = models.BigIntegerField()
-    contract_id = models.CharField(max_length=64)
-    side = models.CharField(max_length=4, choices=OrderSide.choices)
-    size = models.PositiveIntegerField()
-    price = models.DecimalField(**PRICE_DIGITS)
-    fees = models.DecimalField(default=Decimal("0"), **MONEY_DIGITS)
-    profit_and_loss = models.DecimalField(null=True, blank=True, **MONEY_DIGITS)
-    voided = models.BooleanField(default=False)
-    broker_ts = models.DateTimeField(help_text="The broker's creationTimestamp of the trade")
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -48,7 +71,7 @@ class Fill(models.Model):
         return f"{self.side} {self.size} @ {self.price} (trade {self.broker_trade_id})"
 
 
-class ArchivedFill(models.Model):
+class ArchivedFill(FillColumns):
     """A `Fill` of an archived order, with its original id (moved by `archive_orders`).
 
     No (account, broker_trade_id) uniqueness here: that rule deduplicates live broker events,
@@ -58,16 +81,6 @@ class ArchivedFill(models.Model):
     id = models.BigIntegerField(primary_key=True)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
     order = models.ForeignKey(ArchivedOrder, on_delete=models.CASCADE, related_name="fills")
-    broker_trade_id = models.BigIntegerField()
-    broker_order_id = models.BigIntegerField()
-    contract_id = models.CharField(max_length=64)
-    side = models.CharField(max_length=4, choices=OrderSide.choices)
-    size = models.PositiveIntegerField()
-    price = models.DecimalField(**PRICE_DIGITS)
-    fees = models.DecimalField(default=Decimal("0"), **MONEY_DIGITS)
-    profit_and_loss = models.DecimalField(null=True, blank=True, **MONEY_DIGITS)
-    voided = models.BooleanField(default=False)
-    broker_ts = models.DateTimeField()
     received_at = models.DateTimeField()
 
     class Meta:

@@ -79,9 +79,10 @@ class TransitionTrigger(models.TextChoices):
     SWEEPER = "sweeper", "Sweeper"
 
 
-class Order(FSMModelMixin, models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders")
+class OrderColumns(models.Model):
+    """The columns every copy of an order has: the hot `Order`, the `ArchivedOrder` it moves
+    to, and the `OrderIncludingArchived` view over both. Written once, here."""
+
     contract_id = models.CharField(max_length=64)
     side = models.CharField(max_length=4, choices=OrderSide.choices)
     type = models.CharField(max_length=16, choices=OrderType.choices)
@@ -96,7 +97,6 @@ class Order(FSMModelMixin, models.Model):
     custom_tag = models.CharField(max_length=64, null=True, blank=True)
     broker_order_id = models.BigIntegerField(null=True, blank=True)
 
-    status = FSMField(max_length=20, choices=OrderStatus.choices, default=S.CREATED, protected=True)
     status_reason = models.TextField(blank=True, default="")
     version = models.PositiveIntegerField(default=1)
     state_entered_at = models.DateTimeField()
@@ -125,6 +125,19 @@ class Order(FSMModelMixin, models.Model):
     # Acceptance order within the account (Account.last_order_seq); None for orders placed
     # outside this system.
     account_seq = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def remaining_size(self) -> int:
+        return max(self.size - self.filled_size, 0)
+
+
+class Order(FSMModelMixin, OrderColumns):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders")
+    status = FSMField(max_length=20, choices=OrderStatus.choices, default=S.CREATED, protected=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -174,10 +187,6 @@ class Order(FSMModelMixin, models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATES
-
-    @property
-    def remaining_size(self) -> int:
-        return max(self.size - self.filled_size, 0)
 
     # --- The lifecycle. One method per target state; `source` lists every allowed origin. ---
 
@@ -259,10 +268,9 @@ TRANSITION_METHODS: dict[str, str] = {
 }
 
 
-class OrderTransition(models.Model):
-    """One change of an order's state, written in the same transaction as the change."""
+class TransitionColumns(models.Model):
+    """The columns of one change of an order's state, hot (`OrderTransition`) or archived."""
 
-    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="transitions")
     from_state = models.CharField(max_length=20, choices=OrderStatus.choices)
     to_state = models.CharField(max_length=20, choices=OrderStatus.choices)
     at = models.DateTimeField()
@@ -278,13 +286,76 @@ class OrderTransition(models.Model):
     version = models.PositiveIntegerField(help_text="The order's version after this change")
 
     class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.from_state} -> {self.to_state}"
+
+
+class OrderTransition(TransitionColumns):
+    """One change of an order's state, written in the same transaction as the change."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="transitions")
+
+    class Meta:
         ordering = ["order", "version"]
         constraints = [
             models.UniqueConstraint(fields=["order", "version"], name="transition_one_per_version")
         ]
 
-    def __str__(self) -> str:
-        return f"{self.from_state} -> {self.to_state}"
+
+# What a reader is shown of an order and of its history, in this order: the bot API's output
+# and the admin's pages both use these lists (one definition, never two that drift apart).
+ORDER_FIELDS = (
+    "id",
+    "account",
+    "contract_id",
+    "side",
+    "type",
+    "size",
+    "limit_price",
+    "stop_price",
+    "trail_price",
+    "status",
+    "status_reason",
+    "broker_order_id",
+    "idempotency_key",
+    "custom_tag",
+    "filled_size",
+    "remaining_size",
+    "avg_fill_price",
+    "overfilled",
+    "version",
+    "state_entered_at",
+    "created_at",
+    "updated_at",
+)
+TRANSITION_FIELDS = (
+    "version",
+    "from_state",
+    "to_state",
+    "at",
+    "time_in_previous_state",
+    "trigger",
+    "actor",
+    "reason",
+    "is_correction",
+    "changed_fields",
+    "server_ts",
+)
+# The list columns of the hot and the archived order in the admin.
+ORDER_LIST_COLUMNS = (
+    "id",
+    "status",
+    "account",
+    "contract_id",
+    "side",
+    "type",
+    "size",
+    "filled_size",
+    "avg_fill_price",
+    "overfilled",
+)
 
 
 class IdempotencyRecord(models.Model):
@@ -323,7 +394,7 @@ class IdempotencyRecord(models.Model):
 # --- The archive (orders/archival.py moves rows here; nothing else writes them) --------------
 
 
-class ArchivedOrder(models.Model):
+class ArchivedOrder(OrderColumns):
     """A terminal order moved out of `Order` by `archive_orders`, column for column.
 
     The columns mirror `Order` exactly (a test holds them equal); the archive adds only
@@ -333,32 +404,7 @@ class ArchivedOrder(models.Model):
 
     id = models.UUIDField(primary_key=True, editable=False)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
-    contract_id = models.CharField(max_length=64)
-    side = models.CharField(max_length=4, choices=OrderSide.choices)
-    type = models.CharField(max_length=16, choices=OrderType.choices)
-    size = models.PositiveIntegerField()
-    limit_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
-    stop_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
-    trail_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
-    custom_tag = models.CharField(max_length=64, null=True, blank=True)
-    broker_order_id = models.BigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=OrderStatus.choices)
-    status_reason = models.TextField(blank=True, default="")
-    version = models.PositiveIntegerField()
-    state_entered_at = models.DateTimeField()
-    filled_size = models.PositiveIntegerField()
-    avg_fill_price = models.DecimalField(null=True, blank=True, **PRICE_DIGITS)
-    fill_notional = models.DecimalField(max_digits=30, decimal_places=9)
-    last_fill_at = models.DateTimeField(null=True, blank=True)
-    broker_fill_volume = models.PositiveIntegerField()
-    overfilled = models.BooleanField()
-    fill_timeout_handled_at = models.DateTimeField(null=True, blank=True)
-    last_server_ts = models.DateTimeField(null=True, blank=True)
-    submitted_at = models.DateTimeField(null=True, blank=True)
-    verification_attempts = models.PositiveIntegerField()
-    created_by = models.CharField(max_length=150, blank=True, default="")
-    account_seq = models.PositiveBigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     archived_at = models.DateTimeField()
@@ -380,36 +426,18 @@ class ArchivedOrder(models.Model):
     def is_terminal(self) -> bool:
         return True
 
-    @property
-    def remaining_size(self) -> int:
-        return max(self.size - self.filled_size, 0)
 
-
-class ArchivedOrderTransition(models.Model):
+class ArchivedOrderTransition(TransitionColumns):
     """An `OrderTransition` of an archived order, with its original id."""
 
     id = models.BigIntegerField(primary_key=True)
     order = models.ForeignKey(ArchivedOrder, on_delete=models.CASCADE, related_name="transitions")
-    from_state = models.CharField(max_length=20, choices=OrderStatus.choices)
-    to_state = models.CharField(max_length=20, choices=OrderStatus.choices)
-    at = models.DateTimeField()
-    time_in_previous_state = models.DurationField()
-    trigger = models.CharField(max_length=16, choices=TransitionTrigger.choices)
-    actor = models.CharField(max_length=150, blank=True, default="")
-    reason = models.TextField(blank=True, default="")
-    is_correction = models.BooleanField(default=False)
-    changed_fields = models.JSONField(default=dict, blank=True)
-    server_ts = models.DateTimeField(null=True, blank=True)
-    version = models.PositiveIntegerField()
 
     class Meta:
         ordering = ["order", "version"]
 
-    def __str__(self) -> str:
-        return f"{self.from_state} -> {self.to_state}"
 
-
-class OrderIncludingArchived(models.Model):
+class OrderIncludingArchived(OrderColumns):
     """Read-only: every order, hot or archived, through the database view of that name.
 
     The view is `SELECT ..., false AS archived FROM orders_order UNION ALL SELECT ..., true
@@ -424,23 +452,7 @@ class OrderIncludingArchived(models.Model):
     account = models.ForeignKey(
         Account, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
     )
-    contract_id = models.CharField(max_length=64)
-    side = models.CharField(max_length=4, choices=OrderSide.choices)
-    type = models.CharField(max_length=16, choices=OrderType.choices)
-    size = models.PositiveIntegerField()
-    limit_price = models.DecimalField(null=True, **PRICE_DIGITS)
-    stop_price = models.DecimalField(null=True, **PRICE_DIGITS)
-    trail_price = models.DecimalField(null=True, **PRICE_DIGITS)
-    idempotency_key = models.CharField(max_length=255, null=True)
-    custom_tag = models.CharField(max_length=64, null=True)
-    broker_order_id = models.BigIntegerField(null=True)
     status = models.CharField(max_length=20, choices=OrderStatus.choices)
-    status_reason = models.TextField()
-    version = models.PositiveIntegerField()
-    state_entered_at = models.DateTimeField()
-    filled_size = models.PositiveIntegerField()
-    avg_fill_price = models.DecimalField(null=True, **PRICE_DIGITS)
-    overfilled = models.BooleanField()
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     archived = models.BooleanField()
@@ -452,7 +464,3 @@ class OrderIncludingArchived(models.Model):
 
     def __str__(self) -> str:
         return f"{self.side} {self.size} {self.contract_id} ({self.status})"
-
-    @property
-    def remaining_size(self) -> int:
-        return max(self.size - self.filled_size, 0)

@@ -10,9 +10,12 @@ from django.utils.timesince import timesince
 
 from accounts.models import Position, PositionClose
 from backoffice.admin.accounts import PositionAdmin
-from fills.models import ArchivedFill, Fill
+from fills.models import FILL_FIELDS, ArchivedFill, Fill
 from orders.exceptions import describe_error
 from orders.models import (
+    ORDER_FIELDS,
+    ORDER_LIST_COLUMNS,
+    TRANSITION_FIELDS,
     ArchivedOrder,
     ArchivedOrderTransition,
     Order,
@@ -28,18 +31,7 @@ class OrderTransitionInline(admin.TabularInline):
     model = OrderTransition
     extra = 0
     can_delete = False
-    fields = [
-        "version",
-        "from_state",
-        "to_state",
-        "at",
-        "time_in_previous_state",
-        "trigger",
-        "actor",
-        "reason",
-        "is_correction",
-        "server_ts",
-    ]
+    fields = list(TRANSITION_FIELDS)
     readonly_fields = fields
     ordering = ["version"]
 
@@ -54,17 +46,7 @@ class FillInline(admin.TabularInline):
     model = Fill
     extra = 0
     can_delete = False
-    fields = [
-        "broker_trade_id",
-        "side",
-        "size",
-        "price",
-        "fees",
-        "profit_and_loss",
-        "voided",
-        "broker_ts",
-        "received_at",
-    ]
+    fields = list(FILL_FIELDS)
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
@@ -76,21 +58,7 @@ class FillInline(admin.TabularInline):
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    list_display = [
-        "id",
-        "status",
-        "account",
-        "contract_id",
-        "side",
-        "type",
-        "size",
-        "filled_size",
-        "avg_fill_price",
-        "overfilled",
-        "age_in_state",
-        "broker_order_id",
-        "created_at",
-    ]
+    list_display = [*ORDER_LIST_COLUMNS, "age_in_state", "broker_order_id", "created_at"]
     list_filter = ["status", "overfilled", "account", "contract_id", "created_at"]
     search_fields = ["=id", "=broker_order_id", "=idempotency_key"]
     date_hierarchy = "created_at"
@@ -99,29 +67,7 @@ class OrderAdmin(admin.ModelAdmin):
     inlines = [OrderTransitionInline, FillInline]
     # The state only moves through the services; nobody edits it (or anything else the broker
     # owns) by hand here. Actions that act on orders call the services.
-    readonly_fields = [
-        "id",
-        "account",
-        "contract_id",
-        "side",
-        "type",
-        "size",
-        "limit_price",
-        "stop_price",
-        "trail_price",
-        "idempotency_key",
-        "broker_order_id",
-        "status",
-        "status_reason",
-        "version",
-        "state_entered_at",
-        "filled_size",
-        "avg_fill_price",
-        "overfilled",
-        "last_server_ts",
-        "created_at",
-        "updated_at",
-    ]
+    readonly_fields = [*ORDER_FIELDS, "last_server_ts"]
 
     @admin.display(description="Age in state")
     def age_in_state(self, order: Order) -> str:
@@ -249,21 +195,7 @@ class ArchivedFillInline(_ReadOnlyInline):
 
 @admin.register(ArchivedOrder)
 class ArchivedOrderAdmin(admin.ModelAdmin):
-    list_display = [
-        "id",
-        "status",
-        "account",
-        "contract_id",
-        "side",
-        "type",
-        "size",
-        "filled_size",
-        "avg_fill_price",
-        "overfilled",
-        "broker_order_id",
-        "created_at",
-        "archived_at",
-    ]
+    list_display = [*ORDER_LIST_COLUMNS, "broker_order_id", "created_at", "archived_at"]
     list_filter = ["status", "overfilled", "account", "contract_id", "created_at"]
     search_fields = ["=id", "=broker_order_id", "=idempotency_key"]
     date_hierarchy = "created_at"
