@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import decimal
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,11 +26,12 @@ from django.db.models import F, Q
 from accounts.gateway import get_gateway
 from accounts.models import Account
 from common import metrics
+from fills.averages import add_to_notional, average_price, fill_totals
 from fills.models import Fill
 from orders import lifecycle
 from orders import wire as wire_maps
 from orders.exceptions import IllegalTransition
-from orders.models import PRICE_DIGITS, Order, OrderStatus, TransitionTrigger
+from orders.models import Order, OrderStatus, TransitionTrigger
 from orders.services import (
     BrokerEvidence,
     BrokerOrderResult,
@@ -46,10 +46,6 @@ from projectx.models import Trade as WireTrade
 
 logger = logging.getLogger(__name__)
 
-PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_DIGITS["decimal_places"])
-# Wide enough that sums of price x size never round (20-digit prices x 6-digit sizes, summed).
-_EXACT = decimal.Context(prec=60)
-
 
 class FillOutcome(StrEnum):
     APPLIED = "applied"
@@ -63,24 +59,6 @@ class FillResult:
     outcome: FillOutcome
     fill: Fill
     order: Order | None = None
-
-
-def average_price(notional: Decimal, filled: int) -> Decimal | None:
-    if filled <= 0:
-        return None
-    return _EXACT.divide(notional, Decimal(filled)).quantize(
-        PRICE_QUANTUM, rounding=decimal.ROUND_HALF_EVEN
-    )
-
-
-def fill_totals(fills: Any) -> tuple[int, Decimal]:
-    """(filled size, notional) of the non-voided fills: the recomputation from history."""
-    size, notional = 0, Decimal(0)
-    for fill in fills:
-        if not fill.voided:
-            size += fill.size
-            notional = _EXACT.add(notional, _EXACT.multiply(fill.price, Decimal(fill.size)))
-    return size, notional
 
 
 def _lock_order_by_broker_id(account: Account, broker_order_id: int) -> Order | None:
@@ -202,7 +180,7 @@ def _fill_apply(account: Account, trade: WireTrade, trigger: str) -> FillResult:
     order = _settle_fills(
         order,
         filled=order.filled_size + fill.size,
-        notional=_EXACT.add(order.fill_notional, _EXACT.multiply(fill.price, Decimal(fill.size))),
+        notional=add_to_notional(order.fill_notional, price=fill.price, size=fill.size),
         last_fill_at=last_fill_at,
         trigger=trigger,
         reason=f"fill {trade.id}: {fill.size} @ {format(fill.price.normalize(), 'f')}",

@@ -22,8 +22,8 @@ from orders.exceptions import (
 )
 from orders.lifecycle import CancelDecision
 from orders.models import Order, OrderStatus, TransitionTrigger
-from orders.placement import order_validate_prices, payload_from
 from orders.services import order_apply_broker_order, order_transition, order_update
+from orders.validation import order_validate_prices, payload_from
 from projectx.errors import AmbiguousError, BrokerRejected, GatewayError
 
 logger = logging.getLogger(__name__)

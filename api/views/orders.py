@@ -32,7 +32,7 @@ from orders.amend import order_cancel, order_modify
 from orders.exceptions import CloseFailed, IfMatchRequired
 from orders.lifecycle import cancel_http_status
 from orders.models import Order, OrderIncludingArchived
-from orders.placement import order_place, payload_from
+from orders.placement import order_place
 from orders.position_close import position_close
 from orders.selectors import (
     order_list,
@@ -40,6 +40,7 @@ from orders.selectors import (
     orders_including_archived_visible_to,
     orders_visible_to,
 )
+from orders.validation import payload_from
 
 IDEMPOTENCY_DOC = (
     "Optional `Idempotency-Key` header (1-255 printable ASCII characters). The same key with the "

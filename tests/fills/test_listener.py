@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import Position
+from fills.averages import average_price, fill_totals
 from fills.models import Fill, ListenerHeartbeat
-from fills.services import average_price, fill_totals
 from orders.models import Order
 from tests.conftest import DEMO_ACCOUNT
 from tests.fills.conftest import wait_for
