@@ -3,37 +3,43 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
 from pydantic import BaseModel
 
 from tests import settings as test_settings
-
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def _missing(service: str, reason: str) -> None:
-    message = f"{service} is needed: {reason}"
-    if IN_CI:
-        pytest.fail(f"{message} (CI=true: a missing service is a failure, not a skip)")
-    pytest.skip(message)
+from tests.helpers import (
+    DEMO_ACCOUNT,
+    IN_CI,
+    MNQ,
+    OTHER_ACCOUNT,
+    DatabaseOutage,
+    ListenerThread,
+    missing_service,
+)
 
 
 @pytest.fixture(autouse=True)
 def _require_marked_services(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
-        _missing("PostgreSQL", "nothing answers on 127.0.0.1:5432 and DATABASE_URL is unset")
+        missing_service("PostgreSQL", "nothing answers on 127.0.0.1:5432 and DATABASE_URL is unset")
     if request.node.get_closest_marker("redis") and not test_settings.REDIS_AVAILABLE:
-        _missing("Redis", "nothing answers on 127.0.0.1:6379")
+        missing_service("Redis", "nothing answers on 127.0.0.1:6379")
 
 
 @pytest.fixture
 def redis_url() -> str:
     if not test_settings.REDIS_AVAILABLE:
-        _missing("Redis", "nothing answers on 127.0.0.1:6379")
+        missing_service("Redis", "nothing answers on 127.0.0.1:6379")
     return test_settings.TEST_REDIS_URL
 
 
@@ -86,9 +92,6 @@ def sim():
 
 
 # --- Personas: a staff user, a bot with account 1001, an outsider bot with account 1002. ---
-
-DEMO_ACCOUNT = 1001
-OTHER_ACCOUNT = 1002
 
 
 @pytest.fixture
@@ -143,3 +146,115 @@ def _close_the_connection_pool(django_db_setup, django_db_blocker):
         for conn in connections.all():
             if hasattr(conn, "close_pool"):
                 conn.close_pool()
+
+
+# --- Personas and shared setup ---------------------------------------------------------------
+
+
+@pytest.fixture
+def staff_client(db: None) -> Client:
+    """A signed-in superuser: the person who reviews orders in the admin and on the desk."""
+    User.objects.create_superuser("staff", "staff@example.com", "pw")
+    client = Client()
+    client.login(username="staff", password="pw")
+    return client
+
+
+@pytest.fixture
+def contract_known(sim, accounts) -> None:
+    # Placement looks the contract up first; a test that cuts the broker off must not cut
+    # that look-up off too.
+    from accounts.services import contract_resolve
+
+    contract_resolve(contract_id=MNQ)
+
+
+# --- The listener against the simulator: in a thread of this process, or as real
+# `manage.py listen_gateway` processes; and an outage of this test's database. ---------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def listener(sim, accounts) -> Iterator[Callable[..., ListenerThread]]:
+    started: list[ListenerThread] = []
+
+    def start(**options) -> ListenerThread:
+        thread = ListenerThread(**options).start()
+        started.append(thread)
+        sim.wait_for_hub(
+            lambda conns: any("order:1001" in c["subscriptions"] for c in conns), timeout=10
+        )
+        return thread
+
+    yield start
+    for thread in started:
+        thread.stop()
+
+
+@pytest.fixture
+def listener_process(sim, accounts):
+    """Start `manage.py listen_gateway` processes on the test database and the simulator."""
+    settings_dict = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "ordermgmt.settings",
+        "DATABASE_URL": f"postgres://{settings_dict['USER'] or 'postgres'}@"
+        f"{settings_dict['HOST'] or '127.0.0.1'}:{settings_dict['PORT'] or 5432}/"
+        f"{settings_dict['NAME']}",
+        "DJANGO_SECRET_KEY": "tests",
+        "PROJECTX_API_URL": sim.base_url,
+        "PROJECTX_USER_HUB_URL": sim.user_hub_url,
+        "PROJECTX_USERNAME": "demo",
+        "PROJECTX_API_KEY": "demo-api-key",
+        "LOG_LEVEL": "WARNING",
+    }
+    processes: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "listen_gateway", "--sweep-interval", "0.3"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def database_outage(transactional_db) -> Iterator[DatabaseOutage]:
+    """Ask for it after `listener`: it ends the outage before the listener stops and before the
+    database is flushed."""
+    outage = DatabaseOutage()
+    try:
+        yield outage
+    finally:
+        outage.close()
+
+
+# --- Debian's Chromium for Playwright, or a skip (a failure under CI) saying why. ----------
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        reason = "Debian's chromium is not installed (make test installs it when it can)"
+        if IN_CI:
+            pytest.fail(reason + "; CI=true: the browser test must run")
+        pytest.skip(reason)
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        pytest.fail("playwright is not installed")
+    return CHROMIUM

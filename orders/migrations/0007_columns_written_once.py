@@ -40,12 +40,10 @@ class Migration(migrations.Migration):
         ("orders", "0006_order_including_archived_overfilled"),
     ]
 
+    # The view is dropped before the archive's fields are altered (SQLite rebuilds the table
+    # for that, which a view on it forbids) and created again, with every column, after.
     operations = [
-        # Replaced whole: PostgreSQL's CREATE OR REPLACE VIEW only appends columns.
-        migrations.RunSQL(
-            [DROP_VIEW, create_view(ALL_COLUMNS)],
-            reverse_sql=[DROP_VIEW, create_view(PREVIOUS_COLUMNS)],
-        ),
+        migrations.RunSQL(DROP_VIEW, reverse_sql=create_view(PREVIOUS_COLUMNS)),
         migrations.AlterField(
             model_name="archivedorder",
             name="broker_fill_volume",
@@ -99,4 +97,5 @@ class Migration(migrations.Migration):
             name="version",
             field=models.PositiveIntegerField(help_text="The order's version after this change"),
         ),
+        migrations.RunSQL(create_view(ALL_COLUMNS), reverse_sql=DROP_VIEW),
     ]

@@ -8,11 +8,12 @@ from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.testing.websocket import WebsocketCommunicator
 from django.contrib.auth.models import User
-from django.test import Client, override_settings
+from django.test import override_settings
 
 from ordermgmt.asgi import application
 from orders.services import order_transition, order_update
 from tests.factories import make_account, make_order
+from tests.helpers import next_order, open_desk, session_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.anyio]
 
@@ -20,31 +21,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.anyio]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@database_sync_to_async
-def session_cookie(username: str, *accounts) -> bytes:
-    user = User.objects.create_user(username, password="pw")
-    for account in accounts:
-        account.members.add(user)
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}".encode()
-
-
-async def open_desk(cookie: bytes | None) -> tuple[WebsocketCommunicator, bool, object]:
-    headers = [(b"origin", b"http://localhost")]
-    if cookie is not None:
-        headers.append((b"cookie", cookie))
-    communicator = WebsocketCommunicator(application, "/ws/desk/", headers=headers)
-    connected, detail = await communicator.connect(timeout=5)
-    return communicator, connected, detail
-
-
-async def next_order(communicator: WebsocketCommunicator) -> dict:
-    message = await communicator.receive_json_from(timeout=5)
-    assert message["type"] == "order", message
-    return message["row"]
 
 
 @database_sync_to_async

@@ -4,39 +4,15 @@ fully, and another is cancelled with its button, all without a reload."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import IN_CI
+from tests.helpers import DESK_ORDER
 from tests.serving import served_system
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "desk"
-ORDER = {
-    "account": 1001,
-    "contract_id": "CON.F.US.MNQ.Z26",
-    "side": "buy",
-    "type": "limit",
-    "size": 2,
-    "limit_price": "20950.00",
-}
-
-
-@pytest.fixture
-def chromium_path() -> str:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        reason = "Debian's chromium is not installed (make test installs it when it can)"
-        if IN_CI:
-            pytest.fail(reason + "; CI=true: the browser test must run")
-        pytest.skip(reason)
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        pytest.fail("playwright is not installed")
-    return CHROMIUM
 
 
 @pytest.mark.timeout(180)
@@ -74,7 +50,7 @@ def test_an_order_moves_live_on_the_desk_and_cancels_from_its_button(
             page.evaluate("window.__sameDocument = true")
 
             placed = api.post(
-                "/api/v1/orders/", json=ORDER, headers={"Idempotency-Key": "browser-1"}
+                "/api/v1/orders/", json=DESK_ORDER, headers={"Idempotency-Key": "browser-1"}
             ).json()
             row = page.locator(f'tr[data-order-id="{placed["id"]}"]')
             # should show the new order without a reload
@@ -97,7 +73,7 @@ def test_an_order_moves_live_on_the_desk_and_cancels_from_its_button(
 
             other = api.post(
                 "/api/v1/orders/",
-                json={**ORDER, "size": 1},
+                json={**DESK_ORDER, "size": 1},
                 headers={"Idempotency-Key": "browser-2"},
             ).json()
             other_row = page.locator(f'tr[data-order-id="{other["id"]}"]')

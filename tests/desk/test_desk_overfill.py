@@ -12,10 +12,9 @@ from channels.db import database_sync_to_async
 
 from fills.services import fill_apply
 from orders.services import order_transition
-from tests.desk.test_consumer import next_order, open_desk, session_cookie
-from tests.desk.test_desk_browser import ORDER
 from tests.factories import make_account, make_order
 from tests.fills.wire import trade
+from tests.helpers import DESK_ORDER, next_order, open_desk, session_cookie
 from tests.serving import served_system
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -101,7 +100,7 @@ def test_the_desk_page_shows_an_overfilled_badge_on_the_row(tmp_path, chromium_p
         )
         control = httpx.Client(base_url=system.simulator_url, timeout=30)
         placed = api.post(
-            "/api/v1/orders/", json=ORDER, headers={"Idempotency-Key": "overfill-1"}
+            "/api/v1/orders/", json=DESK_ORDER, headers={"Idempotency-Key": "overfill-1"}
         ).json()
         control.post("/_sim/fill", json={"orderId": placed["broker_order_id"]})
         # The simulator never overfills; the broker's extra trade arrives as the hub delivers it.

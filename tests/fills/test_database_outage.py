@@ -11,8 +11,7 @@ from prometheus_client import REGISTRY
 
 from fills.models import Fill
 from orders.models import Order
-from tests.fills.conftest import wait_for
-from tests.fills.test_listener import broker_trades, local_matches_broker, place_resting
+from tests.helpers import broker_trades, local_matches_broker, place_resting, wait_for
 
 pytestmark = [
     pytest.mark.postgres,

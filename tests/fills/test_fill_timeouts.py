@@ -11,15 +11,12 @@ from django.utils import timezone
 from fills.services import fills_backfill
 from orders.fill_timeouts import order_handle_fill_timeout, orders_past_fill_timeout
 from orders.models import Order
-from tests.fills.test_listener import RESTING_BUY
-from tests.orders.test_orders_api import place
+from tests.helpers import RESTING_BUY, place
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def partially_filled(bot, sim, key: str) -> Order:
-    from tests.fills.conftest import wait_for  # noqa: F401  (same helpers as the listener tests)
-
     body = place(bot, {**RESTING_BUY, "size": 3}, key=key).json()
     order = Order.objects.get(pk=body["id"])
     sim.fill_order(order.broker_order_id, size=1)

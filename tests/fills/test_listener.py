@@ -7,59 +7,24 @@ from decimal import Decimal
 
 import pytest
 
-from accounts.models import Position
 from fills.averages import average_price, fill_totals
 from fills.models import Fill, ListenerHeartbeat
 from orders.models import Order
-from tests.conftest import DEMO_ACCOUNT
-from tests.fills.conftest import wait_for
-from tests.orders.test_orders_api import LIMIT_BUY, MNQ, place
+from tests.helpers import (
+    DEMO_ACCOUNT,
+    MARKET_BUY,
+    broker_trades,
+    local_matches_broker,
+    place,
+    place_resting,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True),
     pytest.mark.timeout(90),
 ]
-
-RESTING_BUY = {**LIMIT_BUY, "size": 5, "limit_price": "20000.00"}  # the market is at 21000
-MARKET_BUY = {
-    "account": DEMO_ACCOUNT,
-    "contract_id": MNQ,
-    "side": "buy",
-    "type": "market",
-    "size": 1,
-}
-
-
-def place_resting(bot, key: str, size: int = 5) -> Order:
-    body = place(bot, {**RESTING_BUY, "size": size}, key=key).json()
-    return Order.objects.get(pk=body["id"])
-
-
-def broker_trades(sim) -> list[dict]:
-    return [t for t in sim.broker.trades(DEMO_ACCOUNT) if not t["voided"]]
-
-
-def local_matches_broker(sim) -> bool:
-    """Every broker order, trade and position is mirrored exactly."""
-    by_id = {
-        o.broker_order_id: o for o in Order.objects.filter(account__broker_account_id=DEMO_ACCOUNT)
-    }
-    status_names = {1: {"open", "partially_filled"}, 2: {"filled"}, 3: {"cancelled"}}
-    for held in sim.broker.orders(DEMO_ACCOUNT):
-        local = by_id.get(held["id"])
-        if local is None or local.status not in status_names.get(held["status"], {local.status}):
-            return False
-        if local.filled_size != held["fillVolume"]:
-            return False
-    stored = set(Fill.objects.values_list("broker_trade_id", flat=True))
-    if stored != {t["id"] for t in sim.broker.trades(DEMO_ACCOUNT)}:
-        return False
-    for held in sim.broker.positions(DEMO_ACCOUNT):
-        position = Position.objects.filter(contract_id=held["contractId"]).first()
-        if position is None or position.size != held["size"]:
-            return False
-    return True
 
 
 def test_partial_fills_out_of_order_and_duplicated_end_exact(bot, sim, listener) -> None:

@@ -37,9 +37,7 @@ from orders.idempotency import custom_tag_for
 from orders.models import Order, OrderStatus
 from orders.verification import orders_verify
 from orders.wire import local_state_for
-from tests.conftest import DEMO_ACCOUNT
-from tests.fills.test_seams import in_thread
-from tests.orders.test_orders_api import LIMIT_BUY, MNQ, place
+from tests.helpers import DEMO_ACCOUNT, LIMIT_BUY, MNQ, in_thread, place
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -160,8 +158,8 @@ def test_any_interleaving_ends_in_the_brokers_state(
 
     for answer in answers:
         check_answer(answer)
-    broker_orders, _ = broker_view(since)
-    held = [o for o in broker_orders if o.custom_tag == tag]
+    at_broker, _ = broker_view(since)
+    held = [o for o in at_broker if o.custom_tag == tag]
     # the key never places twice at the broker
     assert len(held) <= 1, held
     for order in Order.objects.filter(created_at__gte=started):

@@ -6,8 +6,6 @@ following the user hub, and puts the two sides in a chosen order with the simula
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -21,27 +19,11 @@ from accounts.services import contract_resolve
 from common.locking import ADVISORY_NAMESPACE_PLACEMENT
 from orders.models import Order, OrderTransition
 from projectx.ratelimit import RateLimit
-from tests.fills.conftest import wait_for
-from tests.orders.test_orders_api import LIMIT_BUY, MNQ, broker_orders, place
+from tests.helpers import LIMIT_BUY, MNQ, broker_orders, in_thread, place, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 MARKET_BUY = {**LIMIT_BUY, "type": "market", "limit_price": None}
-
-
-def in_thread(call: Callable[[], Any]) -> Any:
-    """Run one API call in a thread of its own (with its own database connection)."""
-
-    def run() -> Any:
-        try:
-            return call()
-        finally:
-            connection.close()
-
-    pool = ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(run)
-    pool.shutdown(wait=False)
-    return future
 
 
 def the_order() -> Order:

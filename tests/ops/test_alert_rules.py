@@ -13,7 +13,7 @@ import pytest
 import yaml
 from django.test import Client
 
-from tests.conftest import _missing
+from tests.helpers import missing_service
 from tests.ops.scrape import exported_names, metric_names
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
@@ -95,7 +95,9 @@ def rules() -> list[dict[str, Any]]:
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        _missing("promtool", "install Debian's `prometheus` package (make test does, as root)")
+        missing_service(
+            "promtool", "install Debian's `prometheus` package (make test does, as root)"
+        )
     assert path is not None
     return path
 

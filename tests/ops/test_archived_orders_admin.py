@@ -6,7 +6,6 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
-from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 
@@ -15,14 +14,6 @@ from tests.factories import make_account
 from tests.ops.builders import aged_order
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff_client() -> Client:
-    User.objects.create_superuser("staff", "staff@example.com", "pw")
-    client = Client()
-    client.login(username="staff", password="pw")
-    return client
 
 
 @pytest.fixture

@@ -14,16 +14,14 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from accounts.services import contract_resolve
 from common import metrics
 from common.locking import ADVISORY_NAMESPACE_PLACEMENT
 from orders.models import Order, OrderTransition
 from orders.services import order_transition
 from orders.stuck import BrokerReadPacer
 from projectx.simulator import PlaceOrderRequest
-from tests.conftest import DEMO_ACCOUNT
 from tests.factories import make_account, make_order
-from tests.orders.test_orders_api import LIMIT_BUY, MNQ, broker_orders, place
+from tests.helpers import DEMO_ACCOUNT, LIMIT_BUY, MNQ, broker_orders, place
 
 pytestmark = pytest.mark.postgres
 
@@ -50,12 +48,6 @@ def stuck_count(state: str) -> float:
 
 def status(order_id: object) -> str:
     return Order.objects.get(pk=order_id).status
-
-
-@pytest.fixture
-def contract_known(sim, accounts) -> None:
-    # Placement looks the contract up first; cutting the broker off must not cut that off too.
-    contract_resolve(contract_id=MNQ)
 
 
 @pytest.mark.django_db

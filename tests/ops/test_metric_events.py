@@ -10,11 +10,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from accounts.services import contract_resolve
 from fills.listener import apply_events
 from fills.models import ListenerHeartbeat
 from fills.services import fill_apply, order_event_apply
@@ -27,18 +25,9 @@ from projectx.enums import OrderStatus as BrokerStatus
 from projectx.simulator import PlaceOrderRequest
 from tests.factories import make_account, make_order
 from tests.fills.wire import broker_order, trade
-from tests.ops.scrape import sample_value
-from tests.orders.test_orders_api import MNQ, place
+from tests.helpers import MNQ, exposition, place, read
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def exposition() -> str:
-    return Client().get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
-
-
-def read(name: str, **labels: str) -> float:
-    return sample_value(exposition(), name, labels)
 
 
 def total(name: str) -> float:
@@ -66,11 +55,6 @@ def working_order(account, broker_order_id: int, **fields) -> Order:
         trigger="broker-rest",
         changes={"broker_order_id": broker_order_id},
     )
-
-
-@pytest.fixture
-def contract_known(sim, accounts) -> None:
-    contract_resolve(contract_id=MNQ)
 
 
 def test_a_placement_counts_its_moves_its_latency_its_locks_and_the_cache(bot, sim) -> None:

@@ -19,8 +19,7 @@ from psycopg import sql
 
 from fills.models import ListenerHeartbeat
 from orders.models import Order
-from tests.fills.conftest import wait_for
-from tests.fills.test_listener import place_resting
+from tests.helpers import place_resting, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

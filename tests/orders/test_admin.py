@@ -1,19 +1,9 @@
 from __future__ import annotations
 
-import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 
 from orders.services import order_transition
 from tests.factories import make_order
-
-
-@pytest.fixture
-def staff_client(db: None) -> Client:
-    User.objects.create_superuser("staff", "staff@example.com", "pw")
-    client = Client()
-    client.login(username="staff", password="pw")
-    return client
 
 
 def test_the_order_list_shows_state_and_age(staff_client: Client) -> None:

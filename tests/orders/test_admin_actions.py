@@ -8,8 +8,7 @@ from django.test import Client
 
 from accounts.models import Position
 from orders.models import Order
-from tests.conftest import DEMO_ACCOUNT
-from tests.orders.test_orders_api import LIMIT_BUY, MNQ, place
+from tests.helpers import DEMO_ACCOUNT, LIMIT_BUY, MNQ, place
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

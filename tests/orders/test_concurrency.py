@@ -21,10 +21,9 @@ from orders.models import Order, OrderTransition
 from orders.services import order_apply_broker_order, order_transition
 from projectx.enums import OrderStatus as Broker
 from projectx.ratelimit import RateLimit
-from tests.conftest import DEMO_ACCOUNT
 from tests.factories import make_account, make_order
 from tests.fills.wire import broker_order, trade
-from tests.orders.test_orders_api import LIMIT_BUY, MNQ, place
+from tests.helpers import DEMO_ACCOUNT, LIMIT_BUY, MNQ, place
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

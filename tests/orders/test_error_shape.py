@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.orders.test_orders_api import place
+from tests.helpers import place
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,14 +113,6 @@ def test_the_api_keeps_working_after_an_error(bot) -> None:
     bot.get(f"/api/v1/orders/{NOT_A_UUID}/")
     # should leave the API serving normally (a 404 is not a broken state)
     assert place(bot, key="after-404").status_code == 201
-
-
-@pytest.fixture
-def staff_client(db: None) -> Client:
-    User.objects.create_superuser("staff", "staff@example.com", "pw")
-    client = Client()
-    client.login(username="staff", password="pw")
-    return client
 
 
 @pytest.mark.parametrize(

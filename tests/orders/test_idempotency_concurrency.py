@@ -15,7 +15,7 @@ from django.db import connection
 from django.test import override_settings
 
 from orders.models import Order
-from tests.orders.test_orders_api import LIMIT_BUY, broker_orders, place
+from tests.helpers import LIMIT_BUY, broker_orders, place
 
 # PostgreSQL here allows 100 connections; at most this many requests hold one at a time while
 # all of them race for the same key.

@@ -8,26 +8,7 @@ import pytest
 
 from orders.models import Order
 from orders.verification import Outcome, order_verify
-from tests.conftest import DEMO_ACCOUNT
-
-MNQ = "CON.F.US.MNQ.Z26"
-LIMIT_BUY = {
-    "account": DEMO_ACCOUNT,
-    "contract_id": MNQ,
-    "side": "buy",
-    "type": "limit",
-    "size": 2,
-    "limit_price": "20000.25",
-}
-
-
-def place(client, body=None, key: str | None = None):
-    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key is not None else {}
-    return client.post("/api/v1/orders/", body or LIMIT_BUY, format="json", **headers)
-
-
-def broker_orders(sim) -> list[dict]:
-    return sim.broker.orders(DEMO_ACCOUNT)
+from tests.helpers import DEMO_ACCOUNT, LIMIT_BUY, broker_orders, place
 
 
 @pytest.mark.django_db(transaction=True)

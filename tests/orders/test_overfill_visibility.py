@@ -10,10 +10,8 @@ from django.test import Client
 
 from fills.services import fill_apply
 from orders.models import Order
-from tests.conftest import DEMO_ACCOUNT
 from tests.fills.wire import trade
-from tests.ops.test_metric_events import read
-from tests.orders.test_orders_api import place
+from tests.helpers import DEMO_ACCOUNT, place, read
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

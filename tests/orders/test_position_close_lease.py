@@ -28,8 +28,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import PositionClose
 from orders.models import Order
-from tests.conftest import DEMO_ACCOUNT
-from tests.orders.test_orders_api import LIMIT_BUY, MNQ, place
+from tests.helpers import DEMO_ACCOUNT, LIMIT_BUY, MNQ, place
 from tests.serving import ROOT, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

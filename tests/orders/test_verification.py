@@ -8,12 +8,11 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from accounts.services import contract_resolve
 from orders.models import Order
 from orders.services import order_update
 from orders.verification import Outcome, order_verify, verify_until_resolved
 from projectx.simulator import PlaceOrderRequest
-from tests.orders.test_orders_api import LIMIT_BUY, MNQ, broker_orders, place
+from tests.helpers import LIMIT_BUY, MNQ, broker_orders, place
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,13 +31,6 @@ def place_untagged_at_the_broker(sim) -> None:
         ),
     )
     assert result.success
-
-
-@pytest.fixture
-def contract_known(sim, accounts) -> None:
-    # Placement looks the contract up first; a test that cuts the broker off must not cut
-    # that look-up off too.
-    contract_resolve(contract_id=MNQ)
 
 
 def test_an_unknown_order_fails_only_after_a_search_that_succeeded(
