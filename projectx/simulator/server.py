@@ -334,7 +334,7 @@ class GatewaySimulator:
         """Close the TCP connection without an HTTP response."""
         transport = request.transport
         if transport is not None:
-            transport.abort()  # type: ignore[attr-defined]
+            transport.abort()
         # The handler task has nothing left to answer; cancelling it is how aiohttp drops a
         # request quietly (it treats a cancelled handler as a vanished client).
         raise asyncio.CancelledError
@@ -527,7 +527,7 @@ class GatewaySimulator:
 
     @token_lifetime.setter
     def token_lifetime(self, value: timedelta | float) -> None:
-        self.tokens.lifetime = value  # type: ignore[assignment]
+        self.tokens.lifetime = value
 
     # ----------------------------------------------------------- the hub
 
