@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from projectx.enums import PlaceOrderErrorCode
+from projectx.simulator.broker import DEFAULT_REJECTION_MESSAGE
 
 if TYPE_CHECKING:
     from projectx.simulator.broker import Broker
@@ -211,7 +212,7 @@ class Faults:
         count: int = 1,
         *,
         error_code: int = PlaceOrderErrorCode.ORDER_REJECTED,
-        message: str = "Order rejected by the simulator.",
+        message: str = DEFAULT_REJECTION_MESSAGE,
         create_order: bool = True,
     ) -> None:
         """Reject the next `count` valid Order/place calls with `error_code` and `message`.

@@ -24,7 +24,14 @@ from typing import Any, Self, TypeVar
 from aiohttp import web
 
 from projectx.simulator.auth import DEFAULT_TOKEN_LIFETIME, TokenStore
-from projectx.simulator.broker import Account, Broker, BrokerEvent, Contract, User
+from projectx.simulator.broker import (
+    DEFAULT_ACCOUNT_BALANCE,
+    Account,
+    Broker,
+    BrokerEvent,
+    Contract,
+    User,
+)
 from projectx.simulator.control import add_control_routes
 from projectx.simulator.faults import Faults, normalize_path
 from projectx.simulator.hub import HubSettings, UserHub
@@ -448,7 +455,7 @@ class GatewaySimulator:
         self,
         id: int,
         name: str,
-        balance: Decimal = Decimal("50000"),
+        balance: Decimal = DEFAULT_ACCOUNT_BALANCE,
         *,
         can_trade: bool = True,
         is_visible: bool = True,

@@ -20,7 +20,9 @@ Each module's docstring lists the choices it makes where the reference says "unc
 from __future__ import annotations
 
 from projectx.simulator.broker.entities import (
+    DEFAULT_ACCOUNT_BALANCE,
     DEFAULT_FEE_PER_CONTRACT,
+    DEFAULT_REJECTION_MESSAGE,
     EVENT_NAMES,
     Account,
     BracketLeg,
@@ -44,7 +46,9 @@ from projectx.simulator.broker.rules import MAX_TRAIL_TICKS
 from projectx.simulator.broker.state import FIRST_ORDER_ID, FIRST_POSITION_ID, FIRST_TRADE_ID
 
 __all__ = [
+    "DEFAULT_ACCOUNT_BALANCE",
     "DEFAULT_FEE_PER_CONTRACT",
+    "DEFAULT_REJECTION_MESSAGE",
     "EVENT_NAMES",
     "FIRST_ORDER_ID",
     "FIRST_POSITION_ID",

@@ -35,7 +35,9 @@ EVENT_NAMES: dict[str, str] = {
     "account": EVENT_ACCOUNT,
 }
 
+DEFAULT_ACCOUNT_BALANCE = Decimal("50000")
 DEFAULT_FEE_PER_CONTRACT = Decimal("0.37")
+DEFAULT_REJECTION_MESSAGE = "Order rejected by the simulator."
 
 OPEN_ORDER_STATUSES = frozenset(
     {OrderStatus.OPEN, OrderStatus.PENDING, OrderStatus.PENDING_CANCELLATION}

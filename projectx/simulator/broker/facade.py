@@ -32,7 +32,9 @@ from projectx.enums import (
 )
 from projectx.simulator.broker import brackets, matching, rules
 from projectx.simulator.broker.entities import (
+    DEFAULT_ACCOUNT_BALANCE,
     DEFAULT_FEE_PER_CONTRACT,
+    DEFAULT_REJECTION_MESSAGE,
     OPEN_ORDER_STATUSES,
     Account,
     BrokerEvent,
@@ -78,7 +80,7 @@ class Broker:
         self,
         id: int,
         name: str,
-        balance: Decimal = Decimal("50000"),
+        balance: Decimal = DEFAULT_ACCOUNT_BALANCE,
         *,
         can_trade: bool = True,
         is_visible: bool = True,
@@ -360,7 +362,7 @@ class Broker:
         count: int = 1,
         *,
         error_code: int = PlaceOrderErrorCode.ORDER_REJECTED,
-        message: str = "Order rejected by the simulator.",
+        message: str = DEFAULT_REJECTION_MESSAGE,
         create_order: bool = True,
     ) -> None:
         with self._lock:

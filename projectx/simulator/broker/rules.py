@@ -18,6 +18,7 @@ Choices where the reference says "unconfirmed" (reference section numbers in bra
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TypeVar
 
 from projectx.enums import (
     CancelOrderErrorCode,
@@ -43,6 +44,8 @@ MAX_TRAIL_TICKS = 1000
 POSITION_BRACKETS_MESSAGE = (
     "Brackets cannot be used with Position Brackets. You must enable Auto OCO Brackets."
 )
+
+OrderActionCode = TypeVar("OrderActionCode", ModifyOrderErrorCode, CancelOrderErrorCode)
 
 _LIMIT_PRICED_TYPES = (OrderType.LIMIT, OrderType.STOP_LIMIT)
 _STOP_PRICED_TYPES = (OrderType.STOP, OrderType.STOP_LIMIT)
@@ -95,15 +98,14 @@ def check_modification(
     state: BrokerState, username: str, account_id: int, order_id: int, changes: OrderChanges
 ) -> tuple[ModifyOrderErrorCode, str | None]:
     codes = ModifyOrderErrorCode
-    if state.visible_account(username, account_id) is None:
-        return codes.ACCOUNT_NOT_FOUND, "Account not found."
-    order = state.account_order(account_id, order_id)
-    if order is None:
-        return codes.ORDER_NOT_FOUND, "Order not found."
+    found = _caller_order(state, codes, username, account_id, order_id)
+    if not isinstance(found, Order):
+        return found
+    order = found
     if order.status == OrderStatus.SUSPENDED:
         return codes.REJECTED, "A suspended bracket order cannot be modified."
     if order.status not in OPEN_ORDER_STATUSES:
-        return codes.REJECTED, f"The order is not working (status {order.status.name})."
+        return codes.REJECTED, _not_working_message(order)
     if order.type == OrderType.MARKET:
         return codes.REJECTED, "A market order cannot be modified."
     contract = state.contracts[order.contract_id]
@@ -117,14 +119,33 @@ def check_cancellation(
     state: BrokerState, username: str, account_id: int, order_id: int
 ) -> tuple[CancelOrderErrorCode, str | None]:
     codes = CancelOrderErrorCode
+    found = _caller_order(state, codes, username, account_id, order_id)
+    if not isinstance(found, Order):
+        return found
+    if found.status not in ACTIVE_ORDER_STATUSES:
+        return codes.REJECTED, _not_working_message(found)
+    return codes.SUCCESS, None
+
+
+def _caller_order(
+    state: BrokerState,
+    codes: type[OrderActionCode],
+    username: str,
+    account_id: int,
+    order_id: int,
+) -> Order | tuple[OrderActionCode, str]:
+    """The order Order/modify or Order/cancel names, or the refusal when the caller cannot
+    see the account or the order is not on it (both endpoints' enums share these codes)."""
     if state.visible_account(username, account_id) is None:
         return codes.ACCOUNT_NOT_FOUND, "Account not found."
     order = state.account_order(account_id, order_id)
     if order is None:
         return codes.ORDER_NOT_FOUND, "Order not found."
-    if order.status not in ACTIVE_ORDER_STATUSES:
-        return codes.REJECTED, f"The order is not working (status {order.status.name})."
-    return codes.SUCCESS, None
+    return order
+
+
+def _not_working_message(order: Order) -> str:
+    return f"The order is not working (status {order.status.name})."
 
 
 def _new_order_problem(
