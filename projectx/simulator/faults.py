@@ -18,13 +18,10 @@ from __future__ import annotations
 import fnmatch
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from projectx.enums import PlaceOrderErrorCode
-from projectx.simulator.broker import DEFAULT_REJECTION_MESSAGE
-
-if TYPE_CHECKING:
-    from projectx.simulator.broker import Broker
+from projectx.simulator.broker import DEFAULT_REJECTION_MESSAGE, Broker
 
 HttpFaultKind = Literal[
     "status", "lose_response", "delay_response", "drop_request", "hold_response"

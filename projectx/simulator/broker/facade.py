@@ -4,7 +4,7 @@ Everything here is synchronous and guarded by one re-entrant lock, because tests
 own thread while the aiohttp handlers call it from the simulator's event-loop thread. Each public
 method takes the lock and only then reads or changes the `BrokerState`, directly or through the
 helpers that receive it: `rules` (what is refused), `matching` (fills) and `brackets` (OCO).
-Those helpers take no lock of their own, and nothing else may.
+Those helpers take no lock of their own: this one lock is the only one.
 
 Choices where the reference says "unconfirmed" (reference section numbers in brackets), for
 the controls that only the simulator has:
