@@ -497,7 +497,7 @@ class ProjectXClient:
             if exc.retry_after > self._config.rate_limit_max_wait:
                 return None
             return exc.retry_after
-        backoff = self._config.retry_backoff_initial * 2 ** (attempt - 1)
+        backoff = self._config.retry_backoff_initial * 2.0 ** (attempt - 1)
         return min(self._config.retry_backoff_max, backoff) * random.uniform(0.5, 1.0)
 
     async def _send_with_session(

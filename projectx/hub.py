@@ -124,6 +124,9 @@ class _OneShotTransport(WebsocketTransport):
                 # After negotiation the URL is ws:// with ?id=; when skipping it is still http.
                 # The token goes in the query only here, as the official JS client does:
                 # pysignalr logs the negotiate URL, and a token must not reach the logs.
+                # websockets reads an explicit `ssl=None` as "no TLS" (an error for wss://), so
+                # the key is passed only when there is a context to pass.
+                tls_options: dict[str, Any] = {"ssl": self._ssl} if self._ssl is not None else {}
                 connection = await connect(
                     _url_with_access_token(replace_scheme(self._url, ws=True), self._access_token),
                     additional_headers=self._headers,
@@ -131,7 +134,7 @@ class _OneShotTransport(WebsocketTransport):
                     open_timeout=self._connection_timeout,
                     close_timeout=self._close_timeout,
                     max_size=self._max_size,
-                    **({"ssl": self._ssl} if self._ssl is not None else {}),
+                    **tls_options,
                 )
                 await self._handshake(connection)
             self._ws = connection
@@ -395,7 +398,7 @@ class UserHubClient:
     def _reconnect_delay(self, failures: int) -> float:
         if failures == 0:
             return self._reconnect_delay_initial * random.uniform(0.5, 1.0)
-        backoff = self._reconnect_delay_initial * 2**failures
+        backoff = self._reconnect_delay_initial * 2.0**failures
         return min(self._reconnect_delay_max, backoff) * random.uniform(0.5, 1.0)
 
     async def _run_one_connection(self, rejected_token: str | None) -> None:

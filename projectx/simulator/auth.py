@@ -65,7 +65,7 @@ class TokenStore:
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
         self._time = time_source
-        self.lifetime = lifetime  # type: ignore[assignment]
+        self.lifetime = lifetime
 
     @property
     def lifetime(self) -> timedelta:

@@ -24,6 +24,7 @@ Fault names for `POST /_sim/faults` are the public `Faults` methods, e.g.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,8 @@ from projectx.simulator.wire import dump_json, parse_json
 
 if TYPE_CHECKING:
     from projectx.simulator.server import GatewaySimulator
+
+ControlHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 FAULT_METHODS = frozenset(
     {
@@ -90,7 +93,7 @@ def _need(body: dict[str, Any], name: str) -> Any:
 
 
 def add_control_routes(app: web.Application, simulator: GatewaySimulator) -> None:
-    def guarded(handler: Any) -> Any:
+    def guarded(handler: ControlHandler) -> ControlHandler:
         async def run(request: web.Request) -> web.StreamResponse:
             try:
                 return await handler(request)

@@ -18,12 +18,10 @@ from __future__ import annotations
 import fnmatch
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from projectx.enums import PlaceOrderErrorCode
-
-if TYPE_CHECKING:
-    from projectx.simulator.broker import Broker
+from projectx.simulator.broker import DEFAULT_REJECTION_MESSAGE, Broker
 
 HttpFaultKind = Literal[
     "status", "lose_response", "delay_response", "drop_request", "hold_response"
@@ -211,7 +209,7 @@ class Faults:
         count: int = 1,
         *,
         error_code: int = PlaceOrderErrorCode.ORDER_REJECTED,
-        message: str = "Order rejected by the simulator.",
+        message: str = DEFAULT_REJECTION_MESSAGE,
         create_order: bool = True,
     ) -> None:
         """Reject the next `count` valid Order/place calls with `error_code` and `message`.

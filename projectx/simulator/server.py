@@ -24,7 +24,14 @@ from typing import Any, Self, TypeVar
 from aiohttp import web
 
 from projectx.simulator.auth import DEFAULT_TOKEN_LIFETIME, TokenStore
-from projectx.simulator.broker import Account, Broker, BrokerEvent, Contract, User
+from projectx.simulator.broker import (
+    DEFAULT_ACCOUNT_BALANCE,
+    Account,
+    Broker,
+    BrokerEvent,
+    Contract,
+    User,
+)
 from projectx.simulator.control import add_control_routes
 from projectx.simulator.faults import Faults, normalize_path
 from projectx.simulator.hub import HubSettings, UserHub
@@ -334,7 +341,7 @@ class GatewaySimulator:
         """Close the TCP connection without an HTTP response."""
         transport = request.transport
         if transport is not None:
-            transport.abort()  # type: ignore[attr-defined]
+            transport.abort()
         # The handler task has nothing left to answer; cancelling it is how aiohttp drops a
         # request quietly (it treats a cancelled handler as a vanished client).
         raise asyncio.CancelledError
@@ -448,7 +455,7 @@ class GatewaySimulator:
         self,
         id: int,
         name: str,
-        balance: Decimal = Decimal("50000"),
+        balance: Decimal = DEFAULT_ACCOUNT_BALANCE,
         *,
         can_trade: bool = True,
         is_visible: bool = True,
@@ -527,7 +534,7 @@ class GatewaySimulator:
 
     @token_lifetime.setter
     def token_lifetime(self, value: timedelta | float) -> None:
-        self.tokens.lifetime = value  # type: ignore[assignment]
+        self.tokens.lifetime = value
 
     # ----------------------------------------------------------- the hub
 

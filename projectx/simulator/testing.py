@@ -189,6 +189,8 @@ class RawHubClient:
         while True:
             remaining = deadline - asyncio.get_running_loop().time()
             message = await self.receive(max(remaining, 0.001))
+            if not isinstance(message, dict):
+                raise TypeError(f"a SignalR JSON record is an object, not {message!r}")
             if predicate(message):
                 return message
 
