@@ -122,6 +122,17 @@ def position_apply(*, account: Account, wire: WirePosition, closed: bool = False
     """
     flat = closed or wire.is_flat
     now = timezone.now()
+    position = Position(
+        account=account,
+        contract_id=wire.contract_id,
+        type=PositionType.FLAT if flat else _POSITION_TYPES[wire.type],
+        size=0 if flat else wire.size,
+        average_price=None if flat else wire.average_price,
+        broker_position_id=wire.id,
+        last_server_ts=wire.creation_timestamp,
+        created_at=now,
+        updated_at=now,
+    )
     table = connection.ops.quote_name(Position._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -138,17 +149,17 @@ def position_apply(*, account: Account, wire: WirePosition, closed: bool = False
                 version = {table}.version + 1, updated_at = EXCLUDED.updated_at
             WHERE {table}.last_server_ts IS NULL
                OR {table}.last_server_ts <= EXCLUDED.last_server_ts
-            RETURNING id
+            RETURNING id, version
             """,
             [
                 account.pk,
-                wire.contract_id,
-                PositionType.FLAT if flat else _POSITION_TYPES[wire.type],
-                0 if flat else wire.size,
+                position.contract_id,
+                position.type,
+                position.size,
                 None
-                if flat
+                if position.average_price is None
                 else connection.ops.adapt_decimalfield_value(
-                    wire.average_price, **{k: v for k, v in PRICE_DIGITS.items()}
+                    position.average_price, **{k: v for k, v in PRICE_DIGITS.items()}
                 ),
                 wire.id,
                 connection.ops.adapt_datetimefield_value(wire.creation_timestamp),
@@ -159,15 +170,10 @@ def position_apply(*, account: Account, wire: WirePosition, closed: bool = False
         row = cursor.fetchone()
     if row is None:
         return "stale"
-    position_id = row[0]
-    transaction.on_commit(lambda: _position_committed(position_id))
+    position.pk, position.version = row
+    # Told from the row as written (no query after commit: the listener applies thousands).
+    transaction.on_commit(lambda: position_changed.send(sender=Position, position=position))
     return "applied"
-
-
-def _position_committed(position_id: int) -> None:
-    position = Position.objects.select_related("account").filter(pk=position_id).first()
-    if position is not None:
-        position_changed.send(sender=Position, position=position)
 
 
 def positions_reconcile(

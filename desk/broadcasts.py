@@ -13,10 +13,11 @@ than the one it shows, so a late, repeated or reordered message never leaves a w
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from accounts.models import Position
 from desk.selectors import order_row, position_row
@@ -29,24 +30,33 @@ def account_group(broker_account_id: int) -> str:
     return f"account.{broker_account_id}"
 
 
-def _send(broker_account_id: int, message: dict[str, Any]) -> None:
+def _send(broker_account_id: int, message: Callable[[], dict[str, Any]]) -> None:
+    """Send to the account's group; the message is built only when someone can receive it."""
     layer = get_channel_layer()
     if layer is None:
         return
+    group = account_group(broker_account_id)
+    if isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(group):
+        # An in-process layer reaches only this process's sockets: with none open on the
+        # account (always, in a listener process of its own), there is nobody to tell.
+        return
     try:
-        async_to_sync(layer.group_send)(account_group(broker_account_id), message)
+        async_to_sync(layer.group_send)(group, message())
     except Exception:  # a dead layer must never fail the write that has already committed
         logger.warning("desk broadcast to account %s failed", broker_account_id, exc_info=True)
 
 
 def broadcast_order(order: Order) -> None:
-    _send(order.account.broker_account_id, {"type": "order.updated", "row": order_row(order)})
+    _send(
+        order.account.broker_account_id,
+        lambda: {"type": "order.updated", "row": order_row(order)},
+    )
 
 
 def broadcast_position(position: Position) -> None:
     _send(
         position.account.broker_account_id,
-        {"type": "position.updated", "row": position_row(position)},
+        lambda: {"type": "position.updated", "row": position_row(position)},
     )
 
 

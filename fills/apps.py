@@ -19,8 +19,12 @@ def _fetch_missing_fills(sender: Any, order_id: object, **kwargs: Any) -> None:
         logger.warning("backfill of order %s failed; the sweep will retry", order_id, exc_info=True)
 
 
-def _attach_orphans_on_broker_id(sender: Any, order: Any, transition: Any, **kwargs: Any) -> None:
-    if "broker_order_id" not in (transition.changed_fields or {}):
+def _attach_orphans_on_broker_id(
+    sender: Any, order: Any, transition: Any, transitions: Any = None, **kwargs: Any
+) -> None:
+    if not any(
+        "broker_order_id" in (record.changed_fields or {}) for record in transitions or [transition]
+    ):
         return
     from fills.services import fills_attach_orphans
 

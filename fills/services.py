@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -22,10 +23,12 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
+from django.utils import timezone
 
 from accounts.gateway import get_gateway
 from accounts.models import Account
 from common import metrics
+from common.bulk import insert_rows
 from fills.averages import add_to_notional, average_price, fill_totals
 from fills.models import Fill
 from orders import lifecycle
@@ -35,10 +38,13 @@ from orders.models import Order, OrderStatus, TransitionTrigger
 from orders.services import (
     BrokerEvidence,
     BrokerOrderResult,
+    OrderWriteBatch,
+    flush_batched_writes,
     order_apply_broker_order,
     order_create,
     order_transition,
     order_update,
+    order_writes_batched,
 )
 from projectx import enums
 from projectx.models import Order as WireOrder
@@ -62,6 +68,9 @@ class FillResult:
 
 
 def _lock_order_by_broker_id(account: Account, broker_order_id: int) -> Order | None:
+    batch = _event_batch.get()
+    if batch is not None:
+        return batch.order_by_broker_id(account, broker_order_id)
     return (
         Order.objects.select_for_update()
         .filter(account=account, broker_order_id=broker_order_id)
@@ -136,37 +145,37 @@ def _insert_unless_stored(fill: Fill) -> bool:
 def _count_fill_event(outcome: str) -> None:
     # After commit: an event whose transaction rolls back (alone, or with its batch) did not
     # happen, and a retry of it will count instead.
+    batch = _event_batch.get()
+    if batch is not None:
+        batch.outcomes[outcome] += 1  # counted once, after the batch commits
+        return
     transaction.on_commit(lambda: metrics.order_fill_events_total.labels(outcome).inc())
 
 
-@transaction.atomic
 def fill_apply(*, account: Account, trade: WireTrade, trigger: str) -> FillResult:
-    result = _fill_apply(account, trade, trigger)
-    _count_fill_event(result.outcome)
+    # Inside an event batch the batch's transaction is the unit: no savepoint per fill.
+    with _own_transaction_unless_batched():
+        result = _fill_apply(account, trade, trigger)
+        _count_fill_event(result.outcome)
     return result
 
 
 def _fill_apply(account: Account, trade: WireTrade, trigger: str) -> FillResult:
     order = _lock_order_by_broker_id(account, trade.order_id)
-    fill = Fill(
-        account=account,
-        order=order,
-        broker_trade_id=trade.id,
-        broker_order_id=trade.order_id,
-        contract_id=trade.contract_id,
-        side=wire_maps.from_wire_side(trade.side),
-        size=trade.size,
-        price=trade.price,
-        fees=trade.fees or Decimal(0),
-        profit_and_loss=trade.profit_and_loss,
-        voided=trade.voided,
-        broker_ts=trade.creation_timestamp,
-    )
-    if not _insert_unless_stored(fill):
+    fill = _fill_from(account, trade, order)
+    batch = _event_batch.get()
+    stored = batch.take_stored(fill) if batch is not None else None
+    if stored is None:
+        stored = _insert_unless_stored(fill)
+    if not stored:
+        if not trade.voided:
+            return FillResult(FillOutcome.DUPLICATE, fill, order)  # a replay: nothing to do
         existing = Fill.objects.select_for_update().get(account=account, broker_trade_id=trade.id)
-        if trade.voided and not existing.voided:
+        if not existing.voided:
             return _void(existing, order, trigger)
         return FillResult(FillOutcome.DUPLICATE, existing, order)
+    if batch is not None and fill.order_id is None:
+        order = None  # stored as an orphan; attached (and counted) when its order appears
 
     if order is None:
         logger.info(
@@ -218,6 +227,7 @@ def fills_attach_orphans(
     *, order_id: object, trigger: str = TransitionTrigger.BROKER_STREAM
 ) -> int:
     """Attach fills that arrived before their order was known, and recompute its totals."""
+    flush_batched_writes()  # the order is read from the database below
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.broker_order_id is None:
         return 0
@@ -283,16 +293,23 @@ def fills_backfill(*, order_id: object, trigger: str = TransitionTrigger.BROKER_
 # --- Order events --------------------------------------------------------------------------
 
 
-def _find_or_mirror(account: Account, wire: WireOrder, trigger: str) -> Order:
+def _find_or_mirror(account: Account, wire: WireOrder, trigger: str) -> tuple[Order, bool]:
     """The local order for a broker order, locked: by broker id, else by our customTag, else
     a mirror of an order placed outside this system (so its fills have an order to belong to).
-    Call inside a transaction."""
+    Returns (order, whether this call created the mirror). Call inside a transaction."""
+    batch = _event_batch.get()
+    if batch is not None:
+        held = batch.order_for_wire(account, wire)
+        if held is not None:
+            return held, False
+        flush_batched_writes()  # a mirror is created and read from the database
     match = Q(broker_order_id=wire.id)
     if wire.custom_tag:
         match |= Q(custom_tag=wire.custom_tag)
     order = Order.objects.select_for_update().filter(account=account).filter(match).first()
     if order is not None:
-        return order
+        return _held_by_batch(account, order), False
+    created = False
     try:
         with transaction.atomic():
             order = order_create(
@@ -314,15 +331,30 @@ def _find_or_mirror(account: Account, wire: WireOrder, trigger: str) -> Order:
                 trigger=trigger,
                 reason="placed outside ordermgmt",
             )
+            created = True
     except IntegrityError:
         pass  # another listener mirrored it first
-    return Order.objects.select_for_update().get(account=account, broker_order_id=wire.id)
+    order = Order.objects.select_for_update().get(account=account, broker_order_id=wire.id)
+    return _held_by_batch(account, order), created
 
 
-@transaction.atomic
+def _held_by_batch(account: Account, order: Order) -> Order:
+    batch = _event_batch.get()
+    if batch is None:
+        return order
+    order.account = account
+    batch.known(account, order)
+    return batch.writes.hold(order)
+
+
 def order_event_apply(*, account: Account, wire: WireOrder, trigger: str) -> BrokerOrderResult:
-    order = _find_or_mirror(account, wire, trigger)
-    had_broker_id = order.broker_order_id is not None
+    with _own_transaction_unless_batched():
+        return _order_event_apply(account, wire, trigger)
+
+
+def _order_event_apply(account: Account, wire: WireOrder, trigger: str) -> BrokerOrderResult:
+    order, mirrored = _find_or_mirror(account, wire, trigger)
+    had_broker_id = order.broker_order_id is not None and not mirrored
     result = order_apply_broker_order(
         order_id=order.pk,
         broker_order=wire,
@@ -335,3 +367,216 @@ def order_event_apply(*, account: Account, wire: WireOrder, trigger: str) -> Bro
     if result.outcome == BrokerEvidence.STALE:
         _count_fill_event("stale")
     return result
+
+
+# --- Applying a batch of broker events set-wise --------------------------------------------
+
+
+class _EventBatch:
+    """The orders and fills a batch of broker events touches, read and written together.
+
+    Every event is still applied by the functions above, one after the other in the broker's
+    order, with the same decisions; only the round trips are shared: the batch's orders are
+    locked in one SELECT (in primary-key order, so two listeners never deadlock), its new
+    fills are stored in one multi-row INSERT ... ON CONFLICT DO NOTHING, and the orders'
+    writes are staged (`orders.services.OrderWriteBatch`): one UPDATE per order, the audit rows
+    in one INSERT, one `order_changed` per order after commit.
+    """
+
+    def __init__(self, writes: OrderWriteBatch) -> None:
+        self.writes = writes
+        self.outcomes: Counter[str] = Counter()
+        # (account pk, broker trade id) -> the stored fill's pk, until its event takes it
+        self._stored: dict[tuple[int, int], int] = {}
+        self._stored_order: dict[tuple[int, int], object | None] = {}
+        # Broker order ids the batch looked for and found no order of (their fills are
+        # orphans): not asked again, unless an order event mirrors one.
+        self._absent: set[tuple[int, int]] = set()
+
+    # Orders ---------------------------------------------------------------------------------
+
+    def lock(self, account: Account, *, broker_order_ids: set[int], tags: set[str]) -> None:
+        if not broker_order_ids and not tags:
+            return
+        match = Q(broker_order_id__in=broker_order_ids)
+        if tags:
+            match |= Q(custom_tag__in=tags)
+        found: set[int | None] = set()
+        for order in (
+            Order.objects.select_for_update(of=("self",))
+            .filter(account=account)
+            .filter(match)
+            .order_by("pk")
+        ):
+            order.account = account  # known: no query for it later (the desk row names it)
+            self.writes.hold(order)
+            found.add(order.broker_order_id)
+        self._absent |= {(account.pk, i) for i in broker_order_ids if i not in found}
+
+    def _held_orders(self, account: Account) -> list[Order]:
+        return [o for o in self.writes.held_orders() if o.account_id == account.pk]
+
+    def order_by_broker_id(self, account: Account, broker_order_id: int) -> Order | None:
+        for order in self._held_orders(account):
+            if order.broker_order_id == broker_order_id:
+                return order
+        if (account.pk, broker_order_id) in self._absent:
+            return None
+        flush_batched_writes()  # read from the database: nothing may be pending
+        order = (
+            Order.objects.select_for_update(of=("self",))
+            .filter(account=account, broker_order_id=broker_order_id)
+            .first()
+        )
+        if order is not None:
+            order.account = account
+            self.writes.hold(order)
+        return order
+
+    def known(self, account: Account, order: Order) -> None:
+        if order.broker_order_id is not None:
+            self._absent.discard((account.pk, order.broker_order_id))
+
+    def order_for_wire(self, account: Account, wire: WireOrder) -> Order | None:
+        held = self._held_orders(account)
+        for order in held:
+            if order.broker_order_id == wire.id:
+                return order
+        if wire.custom_tag:
+            for order in held:
+                if order.custom_tag == wire.custom_tag:
+                    return order
+        return None
+
+    # Fills ----------------------------------------------------------------------------------
+
+    def store(self, account: Account, trades: list[WireTrade]) -> None:
+        """Store the batch's new fills in one INSERT; each trade event then takes its own."""
+        fills: list[Fill] = []
+        seen: set[int] = set()
+        for trade in trades:
+            if trade.voided or trade.id in seen:
+                continue  # a void changes a stored fill: applied by its event, one at a time
+            seen.add(trade.id)
+            order = self.order_by_broker_id(account, trade.order_id)
+            fills.append(_fill_from(account, trade, order))
+        if not fills:
+            return
+        received_at = timezone.now()
+        stored = dict(
+            insert_rows(
+                Fill,
+                _FILL_COLUMNS,
+                [
+                    [*(getattr(fill, name) for name in _FILL_COLUMNS[:-1]), received_at]
+                    for fill in fills
+                ],
+                on_conflict="(account_id, broker_trade_id) DO NOTHING",
+                returning=("broker_trade_id", "id"),
+            )
+        )
+        for fill in fills:
+            if fill.broker_trade_id in stored:
+                key = (account.pk, fill.broker_trade_id)
+                self._stored[key] = stored[fill.broker_trade_id]
+                self._stored_order[key] = fill.order_id
+
+    def take_stored(self, fill: Fill) -> bool | None:
+        """Whether the batch stored this fill (True once, for its first event; False for a
+        replay); None for a trade the batch did not store (a void): the caller stores it."""
+        if fill.voided:
+            return None
+        key = (fill.account_id, fill.broker_trade_id)
+        pk = self._stored.pop(key, None)
+        if pk is None:
+            return False
+        fill.pk = pk
+        fill.order_id = self._stored_order.pop(key)  # as stored: an orphan stays an orphan
+        return True
+
+
+# The columns the batch writes for a fill; received_at last (set once for the whole batch).
+_FILL_COLUMNS = (
+    "account_id",
+    "order_id",
+    "broker_trade_id",
+    "broker_order_id",
+    "contract_id",
+    "side",
+    "size",
+    "price",
+    "fees",
+    "profit_and_loss",
+    "voided",
+    "broker_ts",
+    "received_at",
+)
+
+_event_batch: contextvars.ContextVar[_EventBatch | None] = contextvars.ContextVar(
+    "fills_event_batch", default=None
+)
+
+
+def _own_transaction_unless_batched() -> Any:
+    """Alone, an event is applied in an atomic block of its own; inside an event batch, in the
+    batch's transaction (no savepoint per event, not even an atomic block to enter)."""
+    if _event_batch.get() is not None:
+        return contextlib.nullcontext()
+    return transaction.atomic()
+
+
+def _fill_from(account: Account, trade: WireTrade, order: Order | None) -> Fill:
+    return Fill(
+        account=account,
+        order=order,
+        broker_trade_id=trade.id,
+        broker_order_id=trade.order_id,
+        contract_id=trade.contract_id,
+        side=wire_maps.from_wire_side(trade.side),
+        size=trade.size,
+        price=trade.price,
+        fees=trade.fees or Decimal(0),
+        profit_and_loss=trade.profit_and_loss,
+        voided=trade.voided,
+        broker_ts=trade.creation_timestamp,
+    )
+
+
+@dataclass
+class AccountEvents:
+    """One account's share of a batch: its trades and order events, in the broker's order."""
+
+    account: Account
+    trades: list[WireTrade] = field(default_factory=list)
+    orders: list[WireOrder] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def events_batched(groups: list[AccountEvents]) -> Iterator[None]:
+    """Apply these accounts' events set-wise within the block (inside the caller's
+    transaction): `fill_apply` and `order_event_apply` behave exactly as alone, sharing the
+    batch's reads and writes. Writes are flushed when the block ends."""
+    with order_writes_batched() as writes:
+        batch = _EventBatch(writes)
+        token = _event_batch.set(batch)
+        try:
+            for group in sorted(groups, key=lambda g: g.account.pk):
+                batch.lock(
+                    group.account,
+                    broker_order_ids={t.order_id for t in group.trades}
+                    | {o.id for o in group.orders},
+                    tags={o.custom_tag for o in group.orders if o.custom_tag},
+                )
+            for group in groups:
+                batch.store(group.account, group.trades)
+            yield
+        finally:
+            _event_batch.reset(token)
+        outcomes = dict(batch.outcomes)
+    if outcomes:
+        transaction.on_commit(lambda: _count_outcomes(outcomes))
+
+
+def _count_outcomes(outcomes: dict[str, int]) -> None:
+    for outcome, count in outcomes.items():
+        metrics.order_fill_events_total.labels(outcome).inc(count)

@@ -5,16 +5,20 @@ from typing import Any
 from django.apps import AppConfig
 
 
-def _count_transition(sender: Any, order: Any, transition: Any, **kwargs: Any) -> None:
-    """Metrics for a committed change (the signal is sent after commit, never on rollback)."""
+def _count_transition(
+    sender: Any, order: Any, transition: Any, transitions: Any = None, **kwargs: Any
+) -> None:
+    """Metrics for committed changes (the signal is sent after commit, never on rollback);
+    `transitions` holds every audit row of the order the commit wrote (a batch writes several)."""
     from common import metrics
 
-    if transition.from_state != transition.to_state:  # same state: a field write, not a move
-        metrics.order_lifecycle_transitions_total.labels(
-            transition.from_state, transition.to_state, transition.trigger
-        ).inc()
-    if transition.is_correction:
-        metrics.order_corrections_total.labels(transition.from_state, transition.to_state).inc()
+    for record in transitions or [transition]:
+        if record.from_state != record.to_state:  # same state: a field write, not a move
+            metrics.order_lifecycle_transitions_total.labels(
+                record.from_state, record.to_state, record.trigger
+            ).inc()
+        if record.is_correction:
+            metrics.order_corrections_total.labels(record.from_state, record.to_state).inc()
 
 
 class OrdersConfig(AppConfig):

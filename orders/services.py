@@ -13,9 +13,11 @@ that changes its other fields. Both:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -24,6 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_fsm import TransitionNotAllowed
 
+from common.bulk import insert_rows
 from orders import lifecycle
 from orders.exceptions import IllegalTransition, VersionConflict
 from orders.models import (
@@ -86,6 +89,7 @@ def _check_version(order: Order, expected_version: int | None) -> Order:
 
 
 def _lock_order(order_id: object, expected_version: int | None) -> Order:
+    flush_batched_writes()  # the row is read from the database: nothing may be pending for it
     return _check_version(Order.objects.select_for_update().get(pk=order_id), expected_version)
 
 
@@ -95,8 +99,11 @@ def _in_callers_lock(locked: Order | None) -> Any:
     Without `locked` the write is its own atomic block (a savepoint inside an outer one). With
     `locked`, the caller's transaction already holds the order's row lock (the fills path):
     every check has run before this, and the write joins that transaction without a savepoint,
-    which under a burst of fills saves two round trips per write.
+    which under a burst of fills saves two round trips per write; inside a write batch (which
+    runs in the caller's transaction by definition) not even an atomic block is entered.
     """
+    if locked is not None and _batch.get() is not None:
+        return contextlib.nullcontext()
     return transaction.atomic(savepoint=locked is None)
 
 
@@ -117,11 +124,11 @@ def _write(
         raise ValueError(f"not writable through the order services: {sorted(unknown)}")
     previous_version = order.version
     changed_fields: dict[str, list[str]] = {}
-    for field, value in changes.items():
-        old = getattr(order, field)
+    for name, value in changes.items():
+        old = getattr(order, name)
         if old != value:
-            changed_fields[field] = [_jsonable(old), _jsonable(value)]
-            setattr(order, field, value)
+            changed_fields[name] = [_jsonable(old), _jsonable(value)]
+            setattr(order, name, value)
 
     time_in_previous_state = now - order.state_entered_at
     if state_changed:
@@ -131,22 +138,7 @@ def _write(
     order.version = previous_version + 1
     order.updated_at = now
 
-    # Conditional UPDATE: the row lock makes a lost race impossible here, but the version
-    # filter keeps the rule "every write is conditional on the version" true for every writer.
-    fields = {name: getattr(order, name) for name in changes}
-    updated = Order.objects.filter(pk=order.pk, version=previous_version).update(
-        status=order.status,
-        state_entered_at=order.state_entered_at,
-        version=order.version,
-        last_server_ts=order.last_server_ts,
-        updated_at=now,
-        **fields,
-    )
-    if updated != 1:
-        current = Order.objects.get(pk=order.pk)
-        raise VersionConflict(current=current, expected_version=previous_version)
-
-    record = OrderTransition.objects.create(
+    record = OrderTransition(
         order=order,
         from_state=from_state,
         to_state=order.status,
@@ -160,11 +152,151 @@ def _write(
         server_ts=server_ts,
         version=order.version,
     )
+    batch = _batch.get()
+    if batch is not None and batch.holds(order):
+        # The caller's batch holds this order's row lock: the write is kept in memory and
+        # flushed with the batch (one UPDATE per order, the audit rows in one INSERT).
+        batch.stage(order, record, changes.keys(), previous_version)
+        return record
+
+    # Conditional UPDATE: the row lock makes a lost race impossible here, but the version
+    # filter keeps the rule "every write is conditional on the version" true for every writer.
+    _update_row(order, changes.keys(), previous_version)
+    record.save(force_insert=True)
     committed_order = order
     transaction.on_commit(
-        lambda: order_changed.send(sender=Order, order=committed_order, transition=record)
+        lambda: order_changed.send(
+            sender=Order, order=committed_order, transition=record, transitions=[record]
+        )
     )
     return record
+
+
+# Written on every write, whatever changed.
+_ALWAYS_WRITTEN = ("status", "state_entered_at", "version", "last_server_ts", "updated_at")
+
+
+def _update_row(order: Order, changed: Iterable[str], previous_version: int) -> None:
+    fields = {name: getattr(order, name) for name in {*_ALWAYS_WRITTEN, *changed}}
+    updated = Order.objects.filter(pk=order.pk, version=previous_version).update(**fields)
+    if updated != 1:
+        current = Order.objects.get(pk=order.pk)
+        raise VersionConflict(current=current, expected_version=previous_version)
+
+
+_TRANSITION_COLUMNS = (
+    "order_id",
+    "from_state",
+    "to_state",
+    "at",
+    "time_in_previous_state",
+    "trigger",
+    "actor",
+    "reason",
+    "is_correction",
+    "changed_fields",
+    "server_ts",
+    "version",
+)
+
+
+@dataclass
+class _StagedOrder:
+    order: Order
+    version_at_lock: int
+    changed: set[str] = field(default_factory=set)
+    records: list[OrderTransition] = field(default_factory=list)
+
+
+class OrderWriteBatch:
+    """Writes to orders the caller has locked, kept in memory and flushed together.
+
+    For the listener's batches of broker events: every write still goes through
+    `order_transition` / `order_update` (the same checks, the same state machine, one audit row
+    per write, versions counted one by one), but instead of one UPDATE and one INSERT per
+    write, `flush` sends one conditional UPDATE per order (from the version it was locked at)
+    and every audit row in one INSERT, and after commit one `order_changed` per order carries
+    all of that order's audit rows. Reads of a held order must come from `held(...)`, never
+    from the database, until the batch is flushed.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[object, Order] = {}
+        self._staged: dict[object, _StagedOrder] = {}
+
+    def hold(self, order: Order) -> Order:
+        """Keep an order the caller just locked (`select_for_update`) in this batch."""
+        return self._held.setdefault(order.pk, order)
+
+    def held(self, pk: object) -> Order | None:
+        return self._held.get(pk)
+
+    def held_orders(self) -> list[Order]:
+        return list(self._held.values())
+
+    def holds(self, order: Order) -> bool:
+        return self._held.get(order.pk) is order
+
+    def stage(
+        self, order: Order, record: OrderTransition, changed: Iterable[str], previous: int
+    ) -> None:
+        staged = self._staged.get(order.pk)
+        if staged is None:
+            staged = self._staged[order.pk] = _StagedOrder(order, version_at_lock=previous)
+        staged.changed.update(changed)
+        staged.records.append(record)
+
+    def flush(self) -> None:
+        """Write what is staged, in the caller's transaction; after commit, tell receivers."""
+        staged, self._staged = list(self._staged.values()), {}
+        self._held = {}
+        if not staged:
+            return
+        for item in sorted(staged, key=lambda s: str(s.order.pk)):
+            _update_row(item.order, item.changed, item.version_at_lock)
+        insert_rows(
+            OrderTransition,
+            _TRANSITION_COLUMNS,
+            [
+                [getattr(record, name) for name in _TRANSITION_COLUMNS]
+                for item in staged
+                for record in item.records
+            ],
+        )
+        transaction.on_commit(lambda: _announce(staged))
+
+
+def _announce(staged: list[_StagedOrder]) -> None:
+    for item in staged:
+        order_changed.send(
+            sender=Order, order=item.order, transition=item.records[-1], transitions=item.records
+        )
+
+
+_batch: contextvars.ContextVar[OrderWriteBatch | None] = contextvars.ContextVar(
+    "order_write_batch", default=None
+)
+
+
+@contextlib.contextmanager
+def order_writes_batched() -> Iterator[OrderWriteBatch]:
+    """Within the block (inside the caller's transaction), writes to orders held by the batch
+    are staged and flushed at its end. A write to an order the batch does not hold, or one
+    that reads the row itself, flushes the batch first, so nothing ever reads a stale row."""
+    batch = OrderWriteBatch()
+    token = _batch.set(batch)
+    try:
+        yield batch
+        batch.flush()
+    finally:
+        _batch.reset(token)
+
+
+def flush_batched_writes() -> None:
+    """Write what the current batch has staged (for a path about to read orders itself)."""
+    batch = _batch.get()
+    if batch is not None:
+        batch.flush()
 
 
 def _jsonable(value: Any) -> Any:
@@ -365,7 +497,6 @@ class BrokerOrderResult:
     fills_missing: bool = False
 
 
-@transaction.atomic
 def order_apply_broker_order(
     *,
     order_id: object,
@@ -386,6 +517,30 @@ def order_apply_broker_order(
     broker counts more filled than the fills we hold, `order_fills_missing` is sent after
     commit so the fills app fetches them.
     """
+    # A savepoint only when the caller does not already hold the row lock in its transaction
+    # (the listener's batches apply hundreds of these per transaction).
+    with _in_callers_lock(locked):
+        return _apply_broker_order(
+            order_id=order_id,
+            broker_order=broker_order,
+            trigger=trigger,
+            reason=reason,
+            actor=actor,
+            locked=locked,
+            cancel_refused=cancel_refused,
+        )
+
+
+def _apply_broker_order(
+    *,
+    order_id: object,
+    broker_order: Any,
+    trigger: str,
+    reason: str,
+    actor: str,
+    locked: Order | None,
+    cancel_refused: bool,
+) -> BrokerOrderResult:
     order = locked if locked is not None else _lock_order(order_id, None)
     server_ts = broker_order.update_timestamp or broker_order.creation_timestamp
     if lifecycle.is_stale(order, server_ts):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-# kwargs: order (the committed Order), transition (the OrderTransition row just written)
+# kwargs: order (the committed Order), transition (the newest OrderTransition row written),
+# transitions (every audit row of this order in the committed transaction, oldest first: one
+# for a single write, several when the listener applied a batch of events)
 order_changed = Signal()
 
 # kwargs: order_id. Sent after commit when the broker counts more filled than the fills we

@@ -1,0 +1,97 @@
+"""Many rows in one INSERT, cheaply.
+
+Django's `bulk_create` and a multi-row `VALUES (%s, ...), (%s, ...)` both bind one parameter per
+cell: for a batch of a thousand fills the driver splits, adapts and sends tens of thousands of
+placeholders, which cost more than the insert. On PostgreSQL `insert_rows` binds one array per
+column instead (`INSERT ... SELECT * FROM unnest(%s::bigint[], %s::numeric[], ...)`), so the
+query text and its parsing stay the same size whatever the number of rows. Elsewhere (the
+embedded SQLite) it falls back to a multi-row VALUES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from django.db import connection, models
+from psycopg.types.json import Jsonb
+
+
+def insert_rows(
+    model: type[models.Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    on_conflict: str = "",
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """INSERT `rows` (one value per name in `fields`, Python values) into `model`'s table.
+
+    `on_conflict` is the SQL after `ON CONFLICT` (e.g. "(account_id, broker_trade_id) DO
+    NOTHING"); `returning` names the columns to return for every inserted row.
+    """
+    if not rows:
+        return []
+    meta = model._meta
+    columns = [_concrete(meta.get_field(name)) for name in fields]
+    table = connection.ops.quote_name(meta.db_table)
+    names = ", ".join(connection.ops.quote_name(field.column) for field in columns)
+    tail = f" ON CONFLICT {on_conflict}" if on_conflict else ""
+    if returning:
+        tail += " RETURNING " + ", ".join(connection.ops.quote_name(n) for n in returning)
+    if connection.vendor == "postgresql":
+        return _insert_unnest(table, names, columns, rows, tail)
+    return _insert_values(table, names, columns, rows, tail, bool(returning))
+
+
+def _insert_unnest(
+    table: str,
+    names: str,
+    columns: list[models.Field[Any, Any]],
+    rows: Sequence[Sequence[Any]],
+    tail: str,
+) -> list[tuple[Any, ...]]:
+    # One array per column, bound server-side by a plain psycopg cursor: psycopg adapts the
+    # Python values (Decimal, aware datetimes, UUIDs, timedeltas) itself, and only JSON needs
+    # wrapping. Django's cursor binds client-side, quoting every array element in Python.
+    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in columns)
+    json_columns = {i for i, f in enumerate(columns) if isinstance(f, models.JSONField)}
+    params = [
+        [None if v is None else Jsonb(v) for v in column] if i in json_columns else list(column)
+        for i, column in enumerate(zip(*rows, strict=True))
+    ]
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){tail}", params
+        )
+        return list(cursor.fetchall()) if cursor.description else []
+
+
+def _insert_values(
+    table: str,
+    names: str,
+    columns: list[models.Field[Any, Any]],
+    rows: Sequence[Sequence[Any]],
+    tail: str,
+    returning: bool,
+) -> list[tuple[Any, ...]]:
+    row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    params = [
+        field.get_db_prep_save(value, connection)
+        for row in rows
+        for field, value in zip(columns, row, strict=True)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({names}) VALUES {', '.join([row_sql] * len(rows))}{tail}",
+            params,
+        )
+        return list(cursor.fetchall()) if returning else []
+
+
+def _concrete(field: object) -> models.Field[Any, Any]:
+    if not isinstance(field, models.Field) or field.column is None:
+        raise TypeError(f"{field} is not a column")
+    return field
