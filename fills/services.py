@@ -162,11 +162,13 @@ def fill_apply(*, account: Account, trade: WireTrade, trigger: str) -> FillResul
 
 def _fill_apply(account: Account, trade: WireTrade, trigger: str) -> FillResult:
     order = _lock_order_by_broker_id(account, trade.order_id)
-    fill = _fill_from(account, trade, order)
     batch = _event_batch.get()
-    stored = batch.take_stored(fill) if batch is not None else None
-    if stored is None:
+    taken = batch.take_stored(account, trade) if batch is not None else None
+    if taken is None:
+        fill = _fill_from(account, trade, order)
         stored = _insert_unless_stored(fill)
+    else:
+        fill, stored = taken
     if not stored:
         if not trade.voided:
             return FillResult(FillOutcome.DUPLICATE, fill, order)  # a replay: nothing to do
@@ -174,8 +176,11 @@ def _fill_apply(account: Account, trade: WireTrade, trigger: str) -> FillResult:
         if not existing.voided:
             return _void(existing, order, trigger)
         return FillResult(FillOutcome.DUPLICATE, existing, order)
-    if batch is not None and fill.order_id is None:
-        order = None  # stored as an orphan; attached (and counted) when its order appears
+    if batch is not None and fill.order_id is None and order is not None:
+        # Stored ahead as an orphan, but its order appeared earlier in the batch (a mirror):
+        # it belongs to it now, as it would had it been stored at its turn.
+        Fill.objects.filter(pk=fill.pk).update(order=order)
+        fill.order = order
 
     if order is None:
         logger.info(
@@ -210,6 +215,12 @@ def _void(fill: Fill, order: Order | None, trigger: str) -> FillResult:
 
 def _recompute(order: Order, *, trigger: str, reason: str) -> Order:
     fills = list(Fill.objects.filter(order=order))
+    batch = _event_batch.get()
+    if batch is not None:
+        # Fills the batch stored ahead but whose events have not been applied yet are counted
+        # when they are, not here.
+        pending = batch.pending_fill_ids()
+        fills = [f for f in fills if f.pk not in pending]
     filled, notional = fill_totals(fills)
     live = [f.broker_ts for f in fills if not f.voided]
     return _settle_fills(
@@ -231,9 +242,15 @@ def fills_attach_orphans(
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.broker_order_id is None:
         return 0
-    attached = Fill.objects.filter(
-        account_id=order.account_id, broker_order_id=order.broker_order_id, order__isnull=True
-    ).update(order=order)
+    batch = _event_batch.get()
+    attached = (
+        Fill.objects.filter(
+            account_id=order.account_id, broker_order_id=order.broker_order_id, order__isnull=True
+        )
+        # Fills a batch stored ahead arrive at their own event's turn, not now.
+        .exclude(pk__in=batch.pending_fill_ids() if batch is not None else ())
+        .update(order=order)
+    )
     if attached:
         _recompute(order, trigger=trigger, reason=f"{attached} earlier fill(s) attached")
     return attached
@@ -386,9 +403,8 @@ class _EventBatch:
     def __init__(self, writes: OrderWriteBatch) -> None:
         self.writes = writes
         self.outcomes: Counter[str] = Counter()
-        # (account pk, broker trade id) -> the stored fill's pk, until its event takes it
-        self._stored: dict[tuple[int, int], int] = {}
-        self._stored_order: dict[tuple[int, int], object | None] = {}
+        # (account pk, broker trade id) -> the fill stored for it, until its event takes it
+        self._stored: dict[tuple[int, int], Fill] = {}
         # Broker order ids the batch looked for and found no order of (their fills are
         # orphans): not asked again, unless an order event mirrors one.
         self._absent: set[tuple[int, int]] = set()
@@ -477,22 +493,32 @@ class _EventBatch:
         )
         for fill in fills:
             if fill.broker_trade_id in stored:
-                key = (account.pk, fill.broker_trade_id)
-                self._stored[key] = stored[fill.broker_trade_id]
-                self._stored_order[key] = fill.order_id
+                fill.pk = stored[fill.broker_trade_id]
+                self._stored[(account.pk, fill.broker_trade_id)] = fill
 
-    def take_stored(self, fill: Fill) -> bool | None:
-        """Whether the batch stored this fill (True once, for its first event; False for a
-        replay); None for a trade the batch did not store (a void): the caller stores it."""
-        if fill.voided:
-            return None
-        key = (fill.account_id, fill.broker_trade_id)
-        pk = self._stored.pop(key, None)
-        if pk is None:
-            return False
-        fill.pk = pk
-        fill.order_id = self._stored_order.pop(key)  # as stored: an orphan stays an orphan
-        return True
+    def pending_fill_ids(self) -> set[int]:
+        """Fills stored ahead whose trade events are still to be applied: in the broker's
+        order they have not arrived yet, so nothing counts or attaches them before then."""
+        return {fill.pk for fill in self._stored.values()}
+
+    def take_stored(self, account: Account, trade: WireTrade) -> tuple[Fill, bool] | None:
+        """The fill the batch stored for this trade and True, once, for its first event;
+        (a fill, False) for a replay; None for a trade the batch did not store (a void), which
+        the caller stores itself. The fill's order is as stored: an orphan stays an orphan."""
+        key = (account.pk, trade.id)
+        if trade.voided:
+            ahead = self._stored.pop(key, None)
+            if ahead is None:
+                return None  # not stored by the batch: the caller voids it as alone
+            # The trade's void came before its own event: stored voided, as alone, and the
+            # later event finds it stored (a replay), never counting it.
+            ahead.voided = True
+            ahead.save(update_fields=["voided"])
+            return ahead, True
+        fill = self._stored.pop(key, None)
+        if fill is None:
+            return _fill_from(account, trade, None), False
+        return fill, True
 
 
 # The columns the batch writes for a fill; received_at last (set once for the whole batch).
