@@ -8,6 +8,7 @@ broker's own view of the order rather than guessed.
 from __future__ import annotations
 
 import logging
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -63,7 +64,7 @@ def _reconcile(
 
 def order_cancel(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     expected_version: int | None,
     actor: str,
     trigger: str = TransitionTrigger.API,
@@ -162,7 +163,7 @@ def _send_cancel(order: Order, *, actor: str) -> Order:
 
 def order_modify(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     expected_version: int | None,
     changes: dict[str, Any],
     actor: str,
