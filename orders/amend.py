@@ -18,6 +18,7 @@ from orders.exceptions import (
     BrokerUnavailable,
     IllegalTransition,
     InvalidOrder,
+    NoBrokerOrderId,
     NotCancellable,
     VersionConflict,
 )
@@ -38,6 +39,14 @@ class OutcomeNotKnownYet(IllegalTransition):
     code = "outcome_not_known"
 
 
+def require_broker_order_id(order: Order) -> int:
+    """The broker's id of an order the broker accepted (the callers only reach the broker for
+    such orders); NoBrokerOrderId rather than asking the broker about order None."""
+    if order.broker_order_id is None:
+        raise NoBrokerOrderId(order_id=order.pk, status=order.status)
+    return order.broker_order_id
+
+
 def _reconcile(
     order: Order, *, trigger: str, actor: str, reason: str, cancel_refused: bool = False
 ) -> Order:
@@ -45,7 +54,7 @@ def _reconcile(
     try:
         broker_order = get_gateway().get_order(
             account_id=order.account.broker_account_id,
-            order_id=order.broker_order_id,
+            order_id=require_broker_order_id(order),
             budget=RECONCILE_BUDGET_SECONDS,
         )
     except GatewayError as exc:
@@ -123,7 +132,7 @@ def order_cancel(
 def _send_cancel(order: Order, *, actor: str) -> Order:
     try:
         get_gateway().cancel_order(
-            account_id=order.account.broker_account_id, order_id=order.broker_order_id
+            account_id=order.account.broker_account_id, order_id=require_broker_order_id(order)
         )
     except BrokerRejected as exc:
         # E.g. the order filled a moment ago: the broker's view of the order says what it is,
