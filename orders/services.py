@@ -176,7 +176,7 @@ def _jsonable(value: Any) -> Any:
 
 def _move(order: Order, to_state: str) -> str:
     """Apply the state machine's move in memory; raise IllegalTransition if there is none."""
-    from_state = order.status
+    from_state: str = order.status
     method_name = TRANSITION_METHODS.get(to_state)
     if method_name is None:
         raise IllegalTransition(order_id=order.pk, from_state=from_state, to_state=to_state)

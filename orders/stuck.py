@@ -64,7 +64,7 @@ BROKER_READ_BUDGET_SECONDS = 5.0
 TURN_WAIT_SECONDS = 1.0
 # Worst-case broker reads to handle one order: verification looks up and searches; adopting
 # the broker's view reads the order; either may fetch missing fills (Trade/search).
-READS_PER_ORDER = {
+READS_PER_ORDER: dict[str, int] = {
     OrderStatus.CREATED: 0,
     OrderStatus.SUBMITTING: 3,
     OrderStatus.UNKNOWN: 3,

@@ -203,7 +203,7 @@ def _match(
     order: Order,
     candidates: list[Any],
     by_tag: dict[str, list[Any]],
-    claimed: set[int],
+    claimed: set[int | None],
     window_start: Any,
     actor: str,
 ) -> VerificationResult:
