@@ -147,9 +147,7 @@ def position_apply(*, account: Account, wire: WirePosition, closed: bool = False
                 0 if flat else wire.size,
                 None
                 if flat
-                else connection.ops.adapt_decimalfield_value(
-                    wire.average_price, **{k: v for k, v in PRICE_DIGITS.items()}
-                ),
+                else connection.ops.adapt_decimalfield_value(wire.average_price, **PRICE_DIGITS),
                 wire.id,
                 connection.ops.adapt_datetimefield_value(wire.creation_timestamp),
                 connection.ops.adapt_datetimefield_value(now),

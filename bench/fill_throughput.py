@@ -30,7 +30,9 @@ CONTRACT = "CON.F.US.MNQ.Z26"
 
 def count_fills(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT count(*) FROM fills_fill").fetchone()[0]
+        row = conn.execute("SELECT count(*) FROM fills_fill").fetchone()
+    assert row is not None  # count(*) always answers one row
+    return row[0]
 
 
 def wait_for_count(dsn: str, target: int, timeout: float) -> float:
@@ -102,6 +104,8 @@ def main() -> None:
                     ),
                 )
                 order_id = big.order_id
+                if order_id is None:
+                    raise SystemExit(f"the simulator refused the bench order: {big.error_message}")
                 for rate in args.rates:
                     before = count_fills(dsn)
                     first_id = None

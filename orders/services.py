@@ -14,6 +14,7 @@ that changes its other fields. Both:
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,7 +86,7 @@ def _check_version(order: Order, expected_version: int | None) -> Order:
     return order
 
 
-def _lock_order(order_id: object, expected_version: int | None) -> Order:
+def _lock_order(order_id: uuid.UUID | str, expected_version: int | None) -> Order:
     return _check_version(Order.objects.select_for_update().get(pk=order_id), expected_version)
 
 
@@ -175,7 +176,7 @@ def _jsonable(value: Any) -> Any:
 
 def _move(order: Order, to_state: str) -> str:
     """Apply the state machine's move in memory; raise IllegalTransition if there is none."""
-    from_state = order.status
+    from_state: str = order.status
     method_name = TRANSITION_METHODS.get(to_state)
     if method_name is None:
         raise IllegalTransition(order_id=order.pk, from_state=from_state, to_state=to_state)
@@ -190,7 +191,7 @@ def _move(order: Order, to_state: str) -> str:
 
 def order_transition(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     to_state: str,
     trigger: str,
     expected_version: int | None = None,
@@ -242,7 +243,7 @@ class Settled:
 
 def order_settle(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     to_state: str,
     applies: Callable[[Order], bool],
     trigger: str,
@@ -274,7 +275,7 @@ def order_settle(
 
 def order_update(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     changes: Mapping[str, Any],
     trigger: str,
     expected_version: int | None = None,
@@ -368,7 +369,7 @@ class BrokerOrderResult:
 @transaction.atomic
 def order_apply_broker_order(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     broker_order: Any,
     trigger: str,
     reason: str,
