@@ -72,7 +72,7 @@ typecheck: $(STAMP)
 	$(BIN)/lint-imports
 
 # lint, then typecheck, then the tests: the cheap checks fail first.
-test: $(STAMP) $(JS_STAMP) $(CHROMIUM_STAMP) lint typecheck
+test: $(STAMP) $(JS_STAMP) $(CHROMIUM_STAMP) promtool lint typecheck
 	$(BIN)/pytest
 
 clean:
