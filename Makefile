@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint install clean
+.PHONY: run demo test lint typecheck install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed (Python 3.11)"; exit 1; }
@@ -64,7 +64,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) $(JS_STAMP) $(CHROMIUM_STAMP) lint
+# The types (mypy, configured in pyproject.toml: strict for projectx and every services and
+# selectors module) and the layer contracts (import-linter): both read the code without running
+# it, so they fail in seconds on what the tests would find late or never.
+typecheck: $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# lint, then typecheck, then the tests: the cheap checks fail first.
+test: $(STAMP) $(JS_STAMP) $(CHROMIUM_STAMP) promtool lint typecheck
 	$(BIN)/pytest
 
 clean:

@@ -11,10 +11,10 @@ for the new token, and refresh themselves only if the lease holder never deliver
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connection
 from django.db.models import Q
@@ -26,6 +26,8 @@ from projectx.config import GatewayConfig
 
 LEASE_SECONDS = 30.0
 WAIT_FOR_OTHERS_SECONDS = 15.0
+
+_T = TypeVar("_T")
 
 
 def session_load(username: str) -> SessionToken | None:
@@ -58,7 +60,7 @@ def session_release(username: str) -> None:
     BrokerSession.objects.filter(username=username).update(refreshing_until=None)
 
 
-def _in_own_connection(fn: Any, *args: Any) -> Any:
+def _in_own_connection(fn: Callable[..., _T], *args: Any) -> _T:
     # Called rarely (only when a token is missing or old) from the client's event loop; the
     # connection is given back at once rather than held by a helper thread.
     try:
@@ -72,10 +74,12 @@ class SharedSessionClient(ProjectXClient):
 
     def __init__(self, config: GatewayConfig, **options: Any) -> None:
         super().__init__(config, on_session_token=self._stored, **options)
+
+    async def _db(self, fn: Callable[..., _T], *args: Any) -> _T:
         # Not asgiref's sync_to_async: its thread-sensitive executor may be the very thread of a
         # sync view that is blocked waiting for this client (a deadlock under ASGI). A plain
         # worker thread, which closes its connection after each call, is enough here.
-        self._db = functools.partial(asyncio.to_thread, _in_own_connection)
+        return await asyncio.to_thread(_in_own_connection, fn, *args)
 
     async def _stored(self, token: SessionToken) -> None:
         await self._db(session_save, self.config.username, token)

@@ -16,9 +16,10 @@ import asyncio
 import threading
 from collections.abc import Coroutine
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from accounts.broker_session import SharedSessionClient
 from projectx.client import ProjectXClient
@@ -33,7 +34,17 @@ from projectx.ratelimit import RateLimit, SlidingWindowRateLimiter
 
 T = TypeVar("T")
 
-SIMULATOR_DEFAULTS = {
+
+class _Endpoint(TypedDict):
+    """Where the broker is and who we are: the GatewayConfig fields without defaults."""
+
+    api_url: str
+    user_hub_url: str
+    username: str
+    api_key: str
+
+
+SIMULATOR_DEFAULTS: _Endpoint = {
     "api_url": "http://127.0.0.1:8800",
     "user_hub_url": "http://127.0.0.1:8800/hubs/user",
     "username": "demo",
@@ -163,9 +174,17 @@ def gateway_config_from_settings() -> GatewayConfig:
     limit = RateLimit(max_requests=settings.PROJECTX_REQUESTS_PER_MINUTE, window_seconds=60.0)
     if settings.PROJECTX_USE_SIMULATOR:
         return GatewayConfig(**SIMULATOR_DEFAULTS, general_rate_limit=limit)
+    api_url, user_hub_url = settings.PROJECTX_API_URL, settings.PROJECTX_USER_HUB_URL
+    if api_url is None or user_hub_url is None:
+        # Off the simulator the settings require every PROJECTX_* variable, so this means
+        # settings were overridden inconsistently: say so instead of connecting to None.
+        raise ImproperlyConfigured(
+            "PROJECTX_API_URL and PROJECTX_USER_HUB_URL are required when PROJECTX_USE_SIMULATOR "
+            "is off"
+        )
     return GatewayConfig(
-        api_url=settings.PROJECTX_API_URL,
-        user_hub_url=settings.PROJECTX_USER_HUB_URL,
+        api_url=api_url,
+        user_hub_url=user_hub_url,
         username=settings.PROJECTX_USERNAME,
         api_key=settings.PROJECTX_API_KEY,
         general_rate_limit=limit,

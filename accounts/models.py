@@ -2,13 +2,22 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import TypedDict
 
 from django.conf import settings
 from django.db import models
 
+
+class DecimalDigits(TypedDict):
+    """The precision keywords of a DecimalField, typed so that `**PRICE_DIGITS` type-checks."""
+
+    max_digits: int
+    decimal_places: int
+
+
 # Prices and money: up to 11 integer digits and the 9 fractional digits the broker prints.
-PRICE_DIGITS = {"max_digits": 20, "decimal_places": 9}
-MONEY_DIGITS = {"max_digits": 20, "decimal_places": 4}
+PRICE_DIGITS: DecimalDigits = {"max_digits": 20, "decimal_places": 9}
+MONEY_DIGITS: DecimalDigits = {"max_digits": 20, "decimal_places": 4}
 
 
 class Account(models.Model):

@@ -159,7 +159,7 @@ def position_apply(*, account: Account, wire: WirePosition, closed: bool = False
                 None
                 if position.average_price is None
                 else connection.ops.adapt_decimalfield_value(
-                    position.average_price, **{k: v for k, v in PRICE_DIGITS.items()}
+                    position.average_price, **PRICE_DIGITS
                 ),
                 wire.id,
                 connection.ops.adapt_datetimefield_value(wire.creation_timestamp),

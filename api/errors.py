@@ -50,19 +50,19 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
-    response = drf_exception_handler(exc, context)
-    if response is None:
+    handled = drf_exception_handler(exc, context)
+    if handled is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
         detail = _flatten(exc.detail)
         fields = detail if isinstance(detail, dict) else {"non_field_errors": detail}
-        response.data = error_body("invalid_request", "the request is not valid", fields)
+        handled.data = error_body("invalid_request", "the request is not valid", fields)
     elif isinstance(exc, exceptions.APIException):
-        response.data = error_body(
-            exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code,
-            str(exc.detail),
+        codes = exc.get_codes()
+        handled.data = error_body(
+            codes if isinstance(codes, str) else exc.default_code, str(exc.detail)
         )
-    return response
+    return handled
 
 
 # --- Errors Django answers before or after a view: the root urlconf's handler400/404/500. -

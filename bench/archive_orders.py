@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -120,10 +121,13 @@ def counts(dsn: str) -> dict[str, int]:
         "archived fills": "fills_archivedfill",
     }
     with psycopg.connect(dsn) as conn:
-        return {
-            name: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for name, table in tables.items()
-        }
+        return {name: _count(conn, table) for name, table in tables.items()}
+
+
+def _count(conn: psycopg.Connection[Any], table: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None  # count(*) always answers one row
+    return row[0]
 
 
 def run_archive(env: dict[str, str], batch_size: int | None) -> tuple[float, int, str]:

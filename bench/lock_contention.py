@@ -66,8 +66,8 @@ def main() -> None:
         "workers, PostgreSQL, simulator"
     )
     print(f"{'spread':<12} {'orders/s':>9} {'p50 ms':>9} {'p99 ms':>9}  responses")
-    for label, rate, p50, p99, statuses in results:
-        print(f"{label:<12} {rate:>9.1f} {p50 * 1000:>9.1f} {p99 * 1000:>9.1f}  {statuses}")
+    for label, rate, p50, p99, responses in results:
+        print(f"{label:<12} {rate:>9.1f} {p50 * 1000:>9.1f} {p99 * 1000:>9.1f}  {responses}")
 
 
 if __name__ == "__main__":

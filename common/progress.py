@@ -7,6 +7,7 @@ it draws nothing, and the command prints its plain counts at the end instead.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 BAR_WIDTH = 30
@@ -16,7 +17,10 @@ class CommandOutput(Protocol):
     """What a management command's `self.stdout` (Django's OutputWrapper) offers."""
 
     def write(
-        self, msg: str = "", style_func: object = None, ending: str | None = None
+        self,
+        msg: str = "",
+        style_func: Callable[[str], str] | None = None,
+        ending: str | None = None,
     ) -> None: ...
 
     def isatty(self) -> bool: ...

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q
 
 from accounts.models import Account, Position, PositionType
@@ -56,11 +56,11 @@ def position_row(position: Position) -> dict[str, Any]:
     }
 
 
-def desk_accounts(user: AbstractBaseUser | AnonymousUser) -> list[Account]:
+def desk_accounts(user: User | AnonymousUser) -> list[Account]:
     return list(accounts_visible_to(user).filter(active=True))
 
 
-def desk_snapshot(user: AbstractBaseUser | AnonymousUser) -> dict[str, Any]:
+def desk_snapshot(user: User | AnonymousUser) -> dict[str, Any]:
     """Today's orders (and older ones still working) and the open positions, per account."""
     accounts = desk_accounts(user)
     start_of_day = datetime.combine(datetime.now(UTC).date(), time.min, tzinfo=UTC)

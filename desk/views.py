@@ -88,8 +88,13 @@ def _error(described: ErrorDescription) -> JsonResponse:
 @require_POST
 def position_close_view(request: HttpRequest) -> JsonResponse:
     body = _body(request)
+    # The desk sends the broker's account id as the number it was given; anything else (a
+    # missing or non-numeric value) is no account, not a lookup that raises.
+    account_id = body.get("account")
     account = (
-        accounts_visible_to(request.user).filter(broker_account_id=body.get("account")).first()
+        accounts_visible_to(request.user).filter(broker_account_id=account_id).first()
+        if isinstance(account_id, int)
+        else None
     )
     if account is None or not isinstance(body.get("contract_id"), str):
         return JsonResponse(error_body("not_found", "unknown account or contract"), status=404)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from django.apps import AppConfig
@@ -8,7 +9,7 @@ from django.apps import AppConfig
 logger = logging.getLogger(__name__)
 
 
-def _fetch_missing_fills(sender: Any, order_id: object, **kwargs: Any) -> None:
+def _fetch_missing_fills(sender: Any, order_id: uuid.UUID | str, **kwargs: Any) -> None:
     from fills.services import defer_backfill, fills_backfill
 
     if defer_backfill.get():

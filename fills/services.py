@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -235,7 +236,7 @@ def _recompute(order: Order, *, trigger: str, reason: str) -> Order:
 
 @transaction.atomic
 def fills_attach_orphans(
-    *, order_id: object, trigger: str = TransitionTrigger.BROKER_STREAM
+    *, order_id: uuid.UUID | str, trigger: str = TransitionTrigger.BROKER_STREAM
 ) -> int:
     """Attach fills that arrived before their order was known, and recompute its totals."""
     flush_batched_writes()  # the order is read from the database below
@@ -287,7 +288,9 @@ def backfill_deferred() -> Iterator[None]:
         defer_backfill.reset(token)
 
 
-def fills_backfill(*, order_id: object, trigger: str = TransitionTrigger.BROKER_REST) -> int:
+def fills_backfill(
+    *, order_id: uuid.UUID | str, trigger: str = TransitionTrigger.BROKER_REST
+) -> int:
     """Fetch an order's trades from the broker (Trade/search) and apply the ones we lack."""
     order = Order.objects.select_related("account").get(pk=order_id)
     if order.broker_order_id is None:

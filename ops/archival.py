@@ -53,8 +53,8 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from fills.models import ArchivedFill, Fill  # archival moves an order with its fills
-from orders.lifecycle import TERMINAL
 from orders.models import (
+    TERMINAL_STATES,
     ArchivedOrder,
     ArchivedOrderTransition,
     IdempotencyRecord,
@@ -107,7 +107,7 @@ def _live_key(now: datetime) -> tuple[Exists, Exists]:
 
 
 # Sorted: the same SQL text every run (a frozenset's order changes from process to process).
-_TERMINAL = sorted(state.value for state in TERMINAL)
+_TERMINAL = sorted(state.value for state in TERMINAL_STATES)
 
 
 def _terminal_older_than(cutoff: datetime) -> QuerySet[Order]:

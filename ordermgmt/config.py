@@ -11,12 +11,15 @@ The models are frozen: the running system reads its tuning, it never writes it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from django.core.exceptions import ImproperlyConfigured
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "order_management.yaml"
 
@@ -131,7 +134,7 @@ class ConfigError(ImproperlyConfigured):
         super().__init__(f"invalid configuration in {path}:\n{listed}")
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     key_path = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"{key_path}: unknown key"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -38,6 +39,8 @@ ORDER_MANAGEMENT = load_config(env_path("ORDERMGMT_CONFIG", DEFAULT_CONFIG_PATH)
 # --- Database -------------------------------------------------------------------------------
 DATABASE_URL = env_url("DATABASE_URL", schemes={"postgres", "postgresql", "sqlite"})
 EMBEDDED = DATABASE_URL is None
+# Loose on purpose: dj_database_url.parse returns a TypedDict that is extended below.
+DATABASES: dict[str, Any]
 if DATABASE_URL is None:
     VAR_DIR.mkdir(exist_ok=True)
     DATABASES = {
@@ -98,6 +101,8 @@ if not SECRET_KEY:
 
 # --- Redis: cache and channel layer ---------------------------------------------------------
 REDIS_URL = env_url("REDIS_URL", schemes={"redis", "rediss", "unix"})
+CACHES: dict[str, dict[str, Any]]
+CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL is None:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -8,6 +8,7 @@ broker's own view of the order rather than guessed.
 from __future__ import annotations
 
 import logging
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +18,7 @@ from orders.exceptions import (
     BrokerUnavailable,
     IllegalTransition,
     InvalidOrder,
+    NoBrokerOrderId,
     NotCancellable,
     VersionConflict,
 )
@@ -37,6 +39,14 @@ class OutcomeNotKnownYet(IllegalTransition):
     code = "outcome_not_known"
 
 
+def require_broker_order_id(order: Order) -> int:
+    """The broker's id of an order the broker accepted (the callers only reach the broker for
+    such orders); NoBrokerOrderId rather than asking the broker about order None."""
+    if order.broker_order_id is None:
+        raise NoBrokerOrderId(order_id=order.pk, status=order.status)
+    return order.broker_order_id
+
+
 def _reconcile(
     order: Order, *, trigger: str, actor: str, reason: str, cancel_refused: bool = False
 ) -> Order:
@@ -44,7 +54,7 @@ def _reconcile(
     try:
         broker_order = get_gateway().get_order(
             account_id=order.account.broker_account_id,
-            order_id=order.broker_order_id,
+            order_id=require_broker_order_id(order),
             budget=RECONCILE_BUDGET_SECONDS,
         )
     except GatewayError as exc:
@@ -63,7 +73,7 @@ def _reconcile(
 
 def order_cancel(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     expected_version: int | None,
     actor: str,
     trigger: str = TransitionTrigger.API,
@@ -122,7 +132,7 @@ def order_cancel(
 def _send_cancel(order: Order, *, actor: str) -> Order:
     try:
         get_gateway().cancel_order(
-            account_id=order.account.broker_account_id, order_id=order.broker_order_id
+            account_id=order.account.broker_account_id, order_id=require_broker_order_id(order)
         )
     except BrokerRejected as exc:
         # E.g. the order filled a moment ago: the broker's view of the order says what it is,
@@ -162,7 +172,7 @@ def _send_cancel(order: Order, *, actor: str) -> Order:
 
 def order_modify(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     expected_version: int | None,
     changes: dict[str, Any],
     actor: str,

@@ -135,6 +135,19 @@ class NotCancellable(OrderError):
         self.current = current
 
 
+class NoBrokerOrderId(OrderError):
+    """The order has no broker order id, so the broker cannot be asked about it or told to
+    cancel it. Only orders the broker accepted reach those calls: this is a bug, said clearly,
+    rather than a request for order None."""
+
+    code = "no_broker_order_id"
+
+    def __init__(self, *, order_id: object, status: str) -> None:
+        super().__init__(f"order {order_id} ({status}) has no broker order id")
+        self.order_id = order_id
+        self.status = status
+
+
 class IfMatchRequired(OrderError):
     """A change was asked for without saying which version of the order it applies to."""
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from accounts.gateway import get_gateway
 from common import metrics
 from orders import lifecycle
-from orders.amend import order_cancel
+from orders.amend import order_cancel, require_broker_order_id
 from orders.models import Order, TransitionTrigger
 from orders.services import order_apply_broker_order, order_update
 
@@ -55,7 +55,9 @@ def order_handle_fill_timeout(*, order: Order, action: str, now: datetime) -> st
     )
     if action == "verify":
         wire = get_gateway().get_order(
-            account_id=order.account.broker_account_id, order_id=order.broker_order_id, budget=5.0
+            account_id=order.account.broker_account_id,
+            order_id=require_broker_order_id(order),
+            budget=5.0,
         )
         order_apply_broker_order(
             order_id=order.pk,

@@ -98,7 +98,7 @@ def position_close(
 
 
 def position_close_take_over(
-    *, close_id: object, actor: str, trigger: str = TransitionTrigger.SWEEPER
+    *, close_id: int, actor: str, trigger: str = TransitionTrigger.SWEEPER
 ) -> PositionClose | None:
     """Claim a close whose lease expired and finish it; None when its lease is still held
     (its process is alive, or another process claimed it first)."""

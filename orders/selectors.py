@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 
 from accounts.selectors import accounts_visible_to
@@ -18,12 +18,12 @@ from orders.models import (
 AnyOrder = Order | ArchivedOrder | OrderIncludingArchived
 
 
-def orders_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Order]:
+def orders_visible_to(user: User | AnonymousUser) -> QuerySet[Order]:
     return Order.objects.filter(account__in=accounts_visible_to(user)).select_related("account")
 
 
 def orders_including_archived_visible_to(
-    user: AbstractBaseUser | AnonymousUser,
+    user: User | AnonymousUser,
 ) -> QuerySet[OrderIncludingArchived]:
     """Hot and archived orders in one queryset (the database view over both tables)."""
     return OrderIncludingArchived.objects.filter(
@@ -33,7 +33,7 @@ def orders_including_archived_visible_to(
 
 def order_list(
     *,
-    user: AbstractBaseUser | AnonymousUser,
+    user: User | AnonymousUser,
     status: list[str] | None = None,
     account: int | None = None,
     contract_id: str | None = None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -88,7 +89,7 @@ def _check_version(order: Order, expected_version: int | None) -> Order:
     return order
 
 
-def _lock_order(order_id: object, expected_version: int | None) -> Order:
+def _lock_order(order_id: uuid.UUID | str, expected_version: int | None) -> Order:
     flush_batched_writes()  # the row is read from the database: nothing may be pending for it
     return _check_version(Order.objects.select_for_update().get(pk=order_id), expected_version)
 
@@ -307,7 +308,7 @@ def _jsonable(value: Any) -> Any:
 
 def _move(order: Order, to_state: str) -> str:
     """Apply the state machine's move in memory; raise IllegalTransition if there is none."""
-    from_state = order.status
+    from_state: str = order.status
     method_name = TRANSITION_METHODS.get(to_state)
     if method_name is None:
         raise IllegalTransition(order_id=order.pk, from_state=from_state, to_state=to_state)
@@ -322,7 +323,7 @@ def _move(order: Order, to_state: str) -> str:
 
 def order_transition(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     to_state: str,
     trigger: str,
     expected_version: int | None = None,
@@ -374,7 +375,7 @@ class Settled:
 
 def order_settle(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     to_state: str,
     applies: Callable[[Order], bool],
     trigger: str,
@@ -406,7 +407,7 @@ def order_settle(
 
 def order_update(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     changes: Mapping[str, Any],
     trigger: str,
     expected_version: int | None = None,
@@ -499,7 +500,7 @@ class BrokerOrderResult:
 
 def order_apply_broker_order(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     broker_order: Any,
     trigger: str,
     reason: str,

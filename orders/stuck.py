@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ BROKER_READ_BUDGET_SECONDS = 5.0
 TURN_WAIT_SECONDS = 1.0
 # Worst-case broker reads to handle one order: verification looks up and searches; adopting
 # the broker's view reads the order; either may fetch missing fills (Trade/search).
-READS_PER_ORDER = {
+READS_PER_ORDER: dict[str, int] = {
     OrderStatus.CREATED: 0,
     OrderStatus.SUBMITTING: 3,
     OrderStatus.UNKNOWN: 3,
@@ -84,7 +85,7 @@ class Resolution(StrEnum):
 
 @dataclass(frozen=True)
 class StuckOrder:
-    order_id: object
+    order_id: uuid.UUID | str
     state: str
     stuck_for: float  # seconds in the state (since the last fill, for the fill timeout)
     threshold: float
@@ -371,7 +372,7 @@ def stuck_orders_sweep(
 
 @dataclass(frozen=True)
 class StuckClose:
-    close_id: object
+    close_id: int
     account: int  # the broker's account id
     contract_id: str
     step: str

@@ -26,6 +26,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -72,7 +73,7 @@ def _attempted(phase: str, outcome: str) -> None:
     metrics.order_verification_attempts_total.labels(phase, outcome).inc()
 
 
-def order_verify(*, order_id: object, actor: str = "verification") -> VerificationResult:
+def order_verify(*, order_id: uuid.UUID | str, actor: str = "verification") -> VerificationResult:
     return orders_verify(order_ids=[order_id], actor=actor)[order_id]
 
 
@@ -112,7 +113,7 @@ def _account_search_lock(account_id: int) -> threading.Lock:
         return _account_search_locks.setdefault(account_id, threading.Lock())
 
 
-def _verify(order_id: object, actor: str) -> dict[Any, VerificationResult]:
+def _verify(order_id: uuid.UUID | str, actor: str) -> dict[Any, VerificationResult]:
     """This order's result, and those of the account's other unknown orders resolved with it."""
     order = Order.objects.select_related("account").get(pk=order_id)
     if order.status != OrderStatus.UNKNOWN:
@@ -202,7 +203,7 @@ def _match(
     order: Order,
     candidates: list[Any],
     by_tag: dict[str, list[Any]],
-    claimed: set[int],
+    claimed: set[int | None],
     window_start: Any,
     actor: str,
 ) -> VerificationResult:
@@ -285,7 +286,9 @@ def _inconclusive(order: Order, detail: str, actor: str) -> VerificationResult:
     return VerificationResult(Outcome.INCONCLUSIVE, updated, detail=detail)
 
 
-def verify_until_resolved(order_id: object, *, sleep: Any = time.sleep) -> VerificationResult:
+def verify_until_resolved(
+    order_id: uuid.UUID | str, *, sleep: Any = time.sleep
+) -> VerificationResult:
     """Phase 3: retry inconclusive verification with jittered exponential backoff."""
     config = settings.ORDER_MANAGEMENT.verification
     delay = config.backoff_initial_ms / 1000
@@ -313,7 +316,7 @@ _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
-def _background(order_id: object) -> None:
+def _background(order_id: uuid.UUID | str) -> None:
     close_old_connections()
     try:
         verify_until_resolved(order_id)
@@ -323,7 +326,7 @@ def _background(order_id: object) -> None:
         close_old_connections()
 
 
-def schedule_verification(order_id: object) -> None:
+def schedule_verification(order_id: uuid.UUID | str) -> None:
     """Verify in the background after the current transaction commits (when enabled)."""
     if not getattr(settings, "ORDERMGMT_BACKGROUND_VERIFICATION", True):
         return

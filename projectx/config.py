@@ -8,6 +8,7 @@ from projectx.ratelimit import BARS_RATE_LIMIT, GENERAL_RATE_LIMIT, RateLimit
 
 TOPSTEPX_API_URL = "https://api.topstepx.com"
 TOPSTEPX_USER_HUB_URL = "https://rtc.topstepx.com/hubs/user"
+TOPSTEPX_MARKET_HUB_URL = "https://rtc.topstepx.com/hubs/market"
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,5 @@ class GatewayConfig:
     rate_limit_max_wait: float = 15.0
     general_rate_limit: RateLimit = GENERAL_RATE_LIMIT
     bars_rate_limit: RateLimit = BARS_RATE_LIMIT
+    # The market hub (quotes, trades, depth); None until a consumer of market data needs it.
+    market_hub_url: str | None = None

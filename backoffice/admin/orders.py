@@ -32,7 +32,7 @@ class OrderTransitionInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = list(TRANSITION_FIELDS)
-    readonly_fields = fields
+    readonly_fields = list(TRANSITION_FIELDS)
     ordering = ["version"]
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
@@ -47,37 +47,13 @@ class FillInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = list(FILL_FIELDS)
-    readonly_fields = fields
+    readonly_fields = list(FILL_FIELDS)
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
-
-
-@admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
-    list_display = [*ORDER_LIST_COLUMNS, "age_in_state", "broker_order_id", "created_at"]
-    list_filter = ["status", "overfilled", "account", "contract_id", "created_at"]
-    search_fields = ["=id", "=broker_order_id", "=idempotency_key"]
-    date_hierarchy = "created_at"
-    list_select_related = ["account"]
-    raw_id_fields = ["account"]
-    inlines = [OrderTransitionInline, FillInline]
-    # The state only moves through the services; nobody edits it (or anything else the broker
-    # owns) by hand here. Actions that act on orders call the services.
-    readonly_fields = [*ORDER_FIELDS, "last_server_ts"]
-
-    @admin.display(description="Age in state")
-    def age_in_state(self, order: Order) -> str:
-        return timesince(order.state_entered_at, timezone.now())
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
-        return super().get_queryset(request).select_related("account")
 
 
 # --- Actions: each calls the same service as the API, and records who did it. ---------------
@@ -135,7 +111,29 @@ def _report(
         modeladmin.message_user(request, line, messages.ERROR)
 
 
-OrderAdmin.actions = [cancel_orders, verify_orders]
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = [*ORDER_LIST_COLUMNS, "age_in_state", "broker_order_id", "created_at"]
+    list_filter = ["status", "overfilled", "account", "contract_id", "created_at"]
+    search_fields = ["=id", "=broker_order_id", "=idempotency_key"]
+    date_hierarchy = "created_at"
+    list_select_related = ["account"]
+    raw_id_fields = ["account"]
+    inlines = [OrderTransitionInline, FillInline]
+    # The state only moves through the services; nobody edits it (or anything else the broker
+    # owns) by hand here. Actions that act on orders call the services.
+    readonly_fields = [*ORDER_FIELDS, "last_server_ts"]
+    actions = [cancel_orders, verify_orders]
+
+    @admin.display(description="Age in state")
+    def age_in_state(self, order: Order) -> str:
+        return timesince(order.state_entered_at, timezone.now())
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
+        return super().get_queryset(request).select_related("account")
 
 
 @admin.action(description="Close the selected positions at market")
@@ -163,7 +161,11 @@ def close_positions(
         )
 
 
-PositionAdmin.actions = [close_positions]
+# django-stubs declares `actions` a generic instance variable (a ClassVar cannot hold a type
+# variable), so setting it on the class is "ambiguous" to mypy; at runtime it is the class
+# attribute Django reads. OrderAdmin sets its actions in its body; PositionAdmin lives in
+# backoffice.admin.accounts, which this module imports, so its action is attached from here.
+PositionAdmin.actions = [close_positions]  # type: ignore[misc]
 
 
 # --- The archive: readable, never writable (archive_orders is the only writer). -------------
@@ -182,15 +184,15 @@ class _ReadOnlyInline(admin.TabularInline):
 
 class ArchivedOrderTransitionInline(_ReadOnlyInline):
     model = ArchivedOrderTransition
-    fields = OrderTransitionInline.fields
-    readonly_fields = fields
+    fields = list(TRANSITION_FIELDS)
+    readonly_fields = list(TRANSITION_FIELDS)
     ordering = ["version"]
 
 
 class ArchivedFillInline(_ReadOnlyInline):
     model = ArchivedFill
-    fields = FillInline.fields
-    readonly_fields = fields
+    fields = list(FILL_FIELDS)
+    readonly_fields = list(FILL_FIELDS)
 
 
 @admin.register(ArchivedOrder)

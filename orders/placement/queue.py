@@ -87,6 +87,16 @@ def accept(
     return order, record
 
 
+def _seq(order: Order) -> int:
+    """An order's place in its account's queue: every order `accept` took has one."""
+    if order.account_seq is None:
+        raise RuntimeError(
+            f"order {order.pk} is waiting to be sent but has no account_seq: it was not "
+            "accepted through the placement queue"
+        )
+    return order.account_seq
+
+
 def send_in_turn(order: Order, *, actor: str, trigger: str) -> PlacementResult:
     """Send the account's waiting orders in acceptance order, up to and including this one.
 
@@ -112,7 +122,7 @@ def send_in_turn(order: Order, *, actor: str, trigger: str) -> PlacementResult:
                     .order_by("account_seq")
                     .first()
                 )
-                if waiting is None or waiting.account_seq > order.account_seq:
+                if waiting is None or _seq(waiting) > _seq(order):
                     break  # ours went out in an earlier holder's turn
                 if timezone.now() - waiting.created_at > stale_after:
                     cancel_unsent(waiting, "not sent within the time allowed after acceptance")

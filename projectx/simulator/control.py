@@ -2,7 +2,14 @@
 
 - `GET /_sim/state`: accounts, contracts, prices, orders, positions, trades, faults, hub.
 - `POST /_sim/reset`: see `GatewaySimulator.reset`.
-- `POST /_sim/price` `{"contractId", "price"}`.
+- `POST /_sim/price` `{"contractId", "price"}`: a trade at that price (tape, hub, fills).
+- `GET /_sim/market`: the walk (on/off, interval, seed) and each contract's price and settings.
+- `POST /_sim/market/walk` `{"running": true|false, "interval"?}`: the loop-driven walk.
+- `POST /_sim/market/step` `{"contractId"?, "steps"?}`: advance the walk now; answers the prices.
+- `POST /_sim/market/jump` `{"contractId", "ticks"}`: a gap of `ticks` (signed); answers the price.
+- `POST /_sim/market/settings` `{"contractId"?, "volatility"?, "jumpProbability"?,
+  "jumpTicks"?, "maxTradeSize"?, "paused"?}`: without `contractId`, every contract.
+- `POST /_sim/market/quotes-per-second` `{"value"}` (null: no coalescing).
 - `POST /_sim/fill` `{"orderId", "size"?, "price"?}`: answers the trade.
 - `POST /_sim/fill-plan` `{"plan": [2, 1, 2], "orderId"}` for a working order, or
   `{"plan", "accountId"?}` for the next order placed.
@@ -66,6 +73,15 @@ class ControlError(Exception):
     pass
 
 
+_WALK_SETTINGS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("volatility", "volatility", float),
+    ("jumpProbability", "jump_probability", float),
+    ("jumpTicks", "jump_ticks", int),
+    ("maxTradeSize", "max_trade_size", int),
+    ("paused", "paused", bool),
+)
+
+
 def _ok(body: Any = None) -> web.Response:
     return web.Response(
         text=dump_json({"ok": True} if body is None else body),
@@ -116,6 +132,43 @@ def add_control_routes(app: web.Application, simulator: GatewaySimulator) -> Non
     async def price(request: web.Request) -> web.StreamResponse:
         body = await _body(request)
         simulator.set_price(_need(body, "contractId"), Decimal(_need(body, "price")))
+        return _ok()
+
+    async def market_state(request: web.Request) -> web.StreamResponse:
+        return _ok(simulator.market.snapshot())
+
+    async def market_walk(request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        if bool(_need(body, "running")):
+            interval = body.get("interval")
+            simulator.market.start_walk(None if interval is None else float(interval))
+        else:
+            simulator.market.stop_walk()
+        return _ok(simulator.market.snapshot())
+
+    async def market_step(request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        prices = simulator.market.step(body.get("contractId"), int(body.get("steps", 1)))
+        return _ok({"prices": prices})
+
+    async def market_jump(request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        price = simulator.market.jump(str(_need(body, "contractId")), int(_need(body, "ticks")))
+        return _ok({"price": price})
+
+    async def market_settings(request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        changes: dict[str, Any] = {}
+        for wire_name, setting, convert in _WALK_SETTINGS:
+            if wire_name in body:
+                changes[setting] = convert(body[wire_name])
+        simulator.market.configure(body.get("contractId"), **changes)
+        return _ok(simulator.market.snapshot())
+
+    async def quotes_per_second(request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        value = _need(body, "value")
+        simulator.market_hub.max_quotes_per_second = None if value is None else float(value)
         return _ok()
 
     async def fill(request: web.Request) -> web.StreamResponse:
@@ -213,6 +266,12 @@ def add_control_routes(app: web.Application, simulator: GatewaySimulator) -> Non
         web.post("/_sim/reset", guarded(reset)),
         web.post("/_sim/price", guarded(price)),
         web.post("/_sim/fill", guarded(fill)),
+        web.get("/_sim/market", guarded(market_state)),
+        web.post("/_sim/market/walk", guarded(market_walk)),
+        web.post("/_sim/market/step", guarded(market_step)),
+        web.post("/_sim/market/jump", guarded(market_jump)),
+        web.post("/_sim/market/settings", guarded(market_settings)),
+        web.post("/_sim/market/quotes-per-second", guarded(quotes_per_second)),
         web.post("/_sim/fill-plan", guarded(fill_plan)),
         web.post("/_sim/faults", guarded(add_fault)),
         web.delete("/_sim/faults", guarded(clear_faults)),

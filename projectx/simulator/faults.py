@@ -10,7 +10,12 @@ upgrade). Matching ignores case and accepts shell wildcards (`"Order/*"`); `path
 every request except the `/_sim/` control endpoints, which faults never touch. `count` is how many
 matching requests the fault applies to (`None`: until `clear()`); the first matching fault wins.
 
-Hub faults act on the event stream of every hub connection (or on the connections themselves).
+Hub faults act on the event stream of every connection of one hub (or on the connections
+themselves). There are two hubs, `"user"` and `"market"`: event faults (`drop_events`,
+`duplicate_events`, `delay_events`, `reorder_events`) count the events of one hub only (the user
+hub unless `hub="market"`), so that market data flowing past cannot use up a fault a test aimed
+at order events. Stalls and connection drops/closes hit both hubs unless `hub=` names one, as an
+outage of the realtime host would.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from typing import Any, Literal, Protocol
 from projectx.enums import PlaceOrderErrorCode
 from projectx.simulator.broker import DEFAULT_REJECTION_MESSAGE, Broker
 
+HubName = Literal["user", "market"]
+HUB_NAMES: tuple[HubName, ...] = ("user", "market")
+
 HttpFaultKind = Literal[
     "status", "lose_response", "delay_response", "drop_request", "hold_response"
 ]
@@ -31,10 +39,16 @@ HttpFaultKind = Literal[
 class ConnectionController(Protocol):
     """What the faults need from the running server (implemented by `GatewaySimulator`)."""
 
-    def drop_hub_connections(self, username: str | None = None) -> int: ...
+    def drop_hub_connections(
+        self, username: str | None = None, hub: HubName | None = None
+    ) -> int: ...
 
     def close_hub_connections(
-        self, error: str | None, allow_reconnect: bool, username: str | None = None
+        self,
+        error: str | None,
+        allow_reconnect: bool,
+        username: str | None = None,
+        hub: HubName | None = None,
     ) -> int: ...
 
     def refuse_connections(self, seconds: float | None) -> None: ...
@@ -98,6 +112,28 @@ class HttpFault:
         return self.path is None or fnmatch.fnmatchcase(normalized_path, normalize_path(self.path))
 
 
+@dataclass
+class EventFaults:
+    """The event faults of one hub: remaining uses (None: every event until cleared)."""
+
+    stalled: bool = False
+    drop: int | None = 0
+    duplicate: int | None = 0
+    delay: int | None = 0
+    delay_seconds: float = 0.0
+    reorder_remaining: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "hubStalled": self.stalled,
+            "dropEvents": self.drop,
+            "duplicateEvents": self.duplicate,
+            "delayEvents": self.delay,
+            "delaySeconds": self.delay_seconds,
+            "reorderRemaining": self.reorder_remaining,
+        }
+
+
 @dataclass(frozen=True)
 class EventDelivery:
     """What the hub must do with one outgoing event."""
@@ -117,12 +153,7 @@ class Faults:
         self._broker = broker
         self._controller: ConnectionController | None = None
         self._http: list[HttpFault] = []
-        self._hub_stalled = False
-        self._drop_events: int | None = 0
-        self._duplicate_events: int | None = 0
-        self._delay_events: int | None = 0
-        self._delay_seconds = 0.0
-        self._reorder_remaining = 0
+        self._hubs: dict[HubName, EventFaults] = {name: EventFaults() for name in HUB_NAMES}
 
     def attach(self, controller: ConnectionController) -> None:
         self._controller = controller
@@ -225,10 +256,12 @@ class Faults:
 
     # ---------------------------------------------------------------- hub
 
-    def drop_hub_connections(self, *, username: str | None = None) -> int:
-        """Cut every hub WebSocket (of `username`, or all) at the TCP level: no Close message,
-        no close frame. Returns how many were cut."""
-        return self._require_controller().drop_hub_connections(username)
+    def drop_hub_connections(
+        self, *, username: str | None = None, hub: HubName | None = None
+    ) -> int:
+        """Cut every hub WebSocket (of `username`, or all; of `hub`, or both hubs) at the TCP
+        level: no Close message, no close frame. Returns how many were cut."""
+        return self._require_controller().drop_hub_connections(username, hub)
 
     def close_hub_connections(
         self,
@@ -236,62 +269,73 @@ class Faults:
         *,
         allow_reconnect: bool = True,
         username: str | None = None,
+        hub: HubName | None = None,
     ) -> int:
         """Send a SignalR Close message (`{"type":7,"error":...,"allowReconnect":...}`) and
         close the WebSocket normally. Returns how many connections were closed."""
-        return self._require_controller().close_hub_connections(error, allow_reconnect, username)
+        return self._require_controller().close_hub_connections(
+            error, allow_reconnect, username, hub
+        )
 
-    def stall_hub(self) -> None:
+    def stall_hub(self, *, hub: HubName | None = None) -> None:
         """A silent stall: connections stay open but the server sends nothing at all (events are
-        lost, pings and completions are not sent) until `resume_hub()`."""
+        lost, pings and completions are not sent) until `resume_hub()`. Both hubs unless `hub`."""
         with self._lock:
-            self._hub_stalled = True
+            for faults in self._selected(hub):
+                faults.stalled = True
 
-    def resume_hub(self) -> None:
+    def resume_hub(self, *, hub: HubName | None = None) -> None:
         with self._lock:
-            self._hub_stalled = False
+            for faults in self._selected(hub):
+                faults.stalled = False
 
     @property
     def hub_stalled(self) -> bool:
+        """Whether any hub is stalled."""
         with self._lock:
-            return self._hub_stalled
+            return any(faults.stalled for faults in self._hubs.values())
 
-    def drop_events(self, count: int | None = 1) -> None:
-        """Lose the next `count` events (None: all, until cleared); pings go on."""
+    def is_hub_stalled(self, hub: HubName) -> bool:
         with self._lock:
-            self._drop_events = count
+            return self._hubs[hub].stalled
 
-    def duplicate_events(self, count: int | None = 1) -> None:
-        """Send each of the next `count` events twice (None: all, until cleared)."""
+    def drop_events(self, count: int | None = 1, *, hub: HubName = "user") -> None:
+        """Lose the next `count` events of `hub` (None: all, until cleared); pings go on."""
         with self._lock:
-            self._duplicate_events = count
+            self._hubs[hub].drop = count
 
-    def delay_events(self, seconds: float, count: int | None = 1) -> None:
-        """Deliver the next `count` events `seconds` late (None: all, until cleared). Later
-        undelayed events overtake them, so this also reorders."""
+    def duplicate_events(self, count: int | None = 1, *, hub: HubName = "user") -> None:
+        """Send each of the next `count` events of `hub` twice (None: all, until cleared)."""
         with self._lock:
-            self._delay_seconds = seconds
-            self._delay_events = count
+            self._hubs[hub].duplicate = count
 
-    def reorder_events(self, count: int = 2) -> None:
-        """Hold the next `count` events, then deliver them in reverse order."""
+    def delay_events(self, seconds: float, count: int | None = 1, *, hub: HubName = "user") -> None:
+        """Deliver the next `count` events of `hub` `seconds` late (None: all, until cleared).
+        Later undelayed events overtake them, so this also reorders."""
+        with self._lock:
+            self._hubs[hub].delay_seconds = seconds
+            self._hubs[hub].delay = count
+
+    def reorder_events(self, count: int = 2, *, hub: HubName = "user") -> None:
+        """Hold the next `count` events of `hub`, then deliver them in reverse order."""
         if count < 2:
             raise ValueError("reordering needs at least two events")
         with self._lock:
-            self._reorder_remaining = count
+            self._hubs[hub].reorder_remaining = count
 
-    def plan_event_delivery(self) -> EventDelivery:
-        """For the hub: how to deliver the next event, consuming one use of each event fault."""
+    def plan_event_delivery(self, hub: HubName = "user") -> EventDelivery:
+        """For a hub: how to deliver its next event, consuming one use of each event fault."""
         with self._lock:
-            if self._consume("_drop_events"):
+            faults = self._hubs[hub]
+            if _consume(faults, "drop"):
                 return EventDelivery(drop=True)
-            copies = 2 if self._consume("_duplicate_events") else 1
-            delay = self._delay_seconds if self._consume("_delay_events") else 0.0
+            copies = 2 if _consume(faults, "duplicate") else 1
+            delay = faults.delay_seconds if _consume(faults, "delay") else 0.0
             hold = flush = False
-            if self._reorder_remaining > 0:
-                self._reorder_remaining -= 1
+            if faults.reorder_remaining > 0:
+                faults.reorder_remaining -= 1
                 hold = True
-                flush = self._reorder_remaining == 0
+                flush = faults.reorder_remaining == 0
             return EventDelivery(
                 copies=copies, delay=delay, hold_for_reorder=hold, flush_reorder=flush
             )
@@ -302,12 +346,7 @@ class Faults:
         """Remove every fault: HTTP faults, event faults, stall, pending rejects; listen again."""
         with self._lock:
             self._http.clear()
-            self._hub_stalled = False
-            self._drop_events = 0
-            self._duplicate_events = 0
-            self._delay_events = 0
-            self._delay_seconds = 0.0
-            self._reorder_remaining = 0
+            self._hubs = {name: EventFaults() for name in HUB_NAMES}
         self._broker.clear_rejections()
         if self._controller is not None:
             self._controller.accept_connections()
@@ -316,12 +355,9 @@ class Faults:
         with self._lock:
             return {
                 "http": [fault.describe() for fault in self._http],
-                "hubStalled": self._hub_stalled,
-                "dropEvents": self._drop_events,
-                "duplicateEvents": self._duplicate_events,
-                "delayEvents": self._delay_events,
-                "delaySeconds": self._delay_seconds,
-                "reorderRemaining": self._reorder_remaining,
+                # The user hub's event faults at the top level, as before the market hub came.
+                **self._hubs["user"].describe(),
+                "marketHub": self._hubs["market"].describe(),
                 "pendingOrderRejections": self._broker.pending_rejections(),
             }
 
@@ -331,16 +367,21 @@ class Faults:
         with self._lock:
             self._http.append(fault)
 
-    def _consume(self, attribute: str) -> bool:
-        remaining: int | None = getattr(self, attribute)
-        if remaining is None:
-            return True
-        if remaining > 0:
-            setattr(self, attribute, remaining - 1)
-            return True
-        return False
+    def _selected(self, hub: HubName | None) -> list[EventFaults]:
+        return list(self._hubs.values()) if hub is None else [self._hubs[hub]]
 
     def _require_controller(self) -> ConnectionController:
         if self._controller is None:
             raise RuntimeError("the simulator is not running")
         return self._controller
+
+
+def _consume(faults: EventFaults, attribute: Literal["drop", "duplicate", "delay"]) -> bool:
+    """Use up one of a fault's remaining uses; whether the fault applies to this event."""
+    remaining: int | None = getattr(faults, attribute)
+    if remaining is None:
+        return True
+    if remaining > 0:
+        setattr(faults, attribute, remaining - 1)
+        return True
+    return False

@@ -16,13 +16,42 @@ Choices where the reference is silent or says "unconfirmed":
   (we do not tell which of the two was wrong).
 - On a failure the payload field is `null` (`"orders": null`), not an empty list.
 - An account the token's user cannot see is "not found" (errorCode 1 where the endpoint has it).
-- `GET /api/Status/ping` needs no token and answers `text/plain` `pong`.
+- `GET /api/Status/ping` needs no token. It answers by `Accept`, as ASP.NET's output formatters
+  do for a string: the JSON string `"pong"` (`application/json`) when JSON is asked for by name
+  (`application/json`, `text/json`, `*/*+json`) with a higher quality than `text/plain`;
+  otherwise `text/plain` `pong` (also for `*/*` or no `Accept`, where ASP.NET's string formatter,
+  first in line, wins).
 - `live` on the contract endpoints is accepted and ignored: the simulator has one contract list.
   `Contract/search` matches `searchText` case-insensitively in id, name, description and symbol
   id and returns at most 20 active contracts.
 - `Order/search` and `Trade/search` return what was created in [startTimestamp, endTimestamp]
-  (no end: up to now), oldest first, unpaged.
-- Not served (404): `Auth/loginApp`, `History/retrieveBars`, `Order/v2/query` and the market hub.
+  (no end: up to now), oldest first, unpaged, Suspended bracket children included.
+- `Order/searchOpen` returns status 1 Open only [4.7]: not Suspended (8) bracket children, and
+  not a Pending (6) market order (which only lingers while its contract has no price).
+- `History/retrieveBars` [4.3]: see `market.tape` for the bar rules. Checks in this order:
+  an unknown contract is errorCode 1 ContractNotFound; `unit` outside 1..7 (0 Unspecified
+  included) 2 UnitInvalid; `unitNumber` < 1 3 UnitNumberInvalid; `limit` outside 1..20,000
+  4 LimitInvalid; each with `bars: null`. A known contract without a price yet has no tape: an
+  empty list. `live` is accepted and ignored. `endTime` <= `startTime` gives an empty list.
+- `Order/v2/query` [4.7]: `filter.accountId` required; `statuses` (any of them; empty or null:
+  every status), `contractId`, `createdAfter` (inclusive) and `createdBefore` (exclusive)
+  narrow it. `pageOffset` is the number of orders skipped (not a page number), default 0;
+  `pageSize` 1..1000, default 100; `sortBy` 0 CreatedAt (default) or 1 Id; `sortDirection` 0 Asc
+  (default) or 1 Desc; ties on CreatedAt go by id. `totalCount` (all matches, before paging) is
+  filled when `includeTotalCount` is true, else null. Values out of those ranges, or an unknown
+  status, are 400 ProblemDetails (the reference's "validation"); an account the user cannot see
+  is 200 with errorCode 1 AccountNotFound. Suspended bracket children are returned.
+- Not served (404): `Auth/loginApp`.
+
+Deliberate differences from the reference (the simulator is a paper broker, not the gateway):
+
+- No rate limits unless a fault asks for them (`Faults.rate_limit`); no Retry-After.
+- `Position/searchOpen` and `GatewayUserPosition` leave out `contractDisplayName`, and trades
+  leave out `commissions` (both SPEC/LIVE extras; `fees` carries the whole cost).
+- Bars beyond `history_days` back, and sub-minute bars over generated history, are sparse:
+  history has four prints a minute.
+- Accounts are never live: `Order/cancel`'s errorCode 6 for live or follower accounts never
+  happens.
 """
 
 from __future__ import annotations
@@ -34,10 +63,13 @@ from typing import Any
 from aiohttp import web
 
 from projectx.enums import (
+    AggregateBarUnit,
     ClosePositionErrorCode,
     LoginErrorCode,
+    OrderStatus,
     OrderType,
     PartialClosePositionErrorCode,
+    RetrieveBarErrorCode,
     SearchContractByIdErrorCode,
     SearchOrderByIdErrorCode,
     SearchOrderErrorCode,
@@ -51,10 +83,15 @@ from projectx.simulator.broker import (
     CloseOutcome,
     PlaceOrderRequest,
 )
+from projectx.simulator.market import MAX_BARS, BarQuery, MarketData
 from projectx.simulator.validation import BodyInvalid, Field, parse_body
 from projectx.simulator.wire import dump_json
 
 JSON_CONTENT_TYPE = "application/json"
+MAX_ORDER_PAGE_SIZE = 1000
+DEFAULT_ORDER_PAGE_SIZE = 100
+SORT_BY_CREATED_AT, SORT_BY_ID = 0, 1
+SORT_ASCENDING, SORT_DESCENDING = 0, 1
 
 
 @dataclass(frozen=True)
@@ -118,9 +155,10 @@ CONTRACT_ID = Field("contractId", "str")
 class RestApi:
     """Binds the broker and the token store to aiohttp; one instance per simulator."""
 
-    def __init__(self, broker: Broker, tokens: TokenStore) -> None:
+    def __init__(self, broker: Broker, tokens: TokenStore, market: MarketData) -> None:
         self.broker = broker
         self.tokens = tokens
+        self.market = market
         self.endpoints: dict[str, Endpoint] = {
             endpoint.path.lower(): endpoint for endpoint in _ENDPOINTS
         }
@@ -130,7 +168,7 @@ class RestApi:
         if name.lower() == "status/ping":
             if request.method not in ("GET", "HEAD"):
                 raise web.HTTPMethodNotAllowed(request.method, ["GET"])
-            return web.Response(text="pong", content_type="text/plain")
+            return ping_response(request)
         endpoint = self.endpoints.get(name.lower())
         if endpoint is None:
             raise web.HTTPNotFound()
@@ -149,6 +187,7 @@ class RestApi:
             return web.Response(status=415, text="Unsupported Media Type")
         try:
             body = parse_body(raw, endpoint.fields)
+            return json_response(await endpoint.handler(self, caller, body))
         except BodyInvalid as invalid:
             return web.Response(
                 text=dump_json(invalid.problem),
@@ -156,7 +195,6 @@ class RestApi:
                 content_type="application/problem+json",
                 charset="utf-8",
             )
-        return json_response(await endpoint.handler(self, caller, body))
 
     # ---------------------------------------------------------------- Auth
 
@@ -277,6 +315,75 @@ class RestApi:
             )
         return envelope("order", order)
 
+    async def query_orders(self, caller: Caller | None, body: dict[str, Any]) -> dict[str, Any]:
+        assert caller is not None
+        criteria = body["filter"]
+        page_size = _default(body["pageSize"], DEFAULT_ORDER_PAGE_SIZE)
+        page_offset = _default(body["pageOffset"], 0)
+        sort_by = _default(body["sortBy"], SORT_BY_CREATED_AT)
+        sort_direction = _default(body["sortDirection"], SORT_ASCENDING)
+        statuses: list[int] = criteria["statuses"] or []
+        problems: dict[str, list[str]] = {}
+        if not 1 <= page_size <= MAX_ORDER_PAGE_SIZE:
+            problems["pageSize"] = [f"pageSize must be between 1 and {MAX_ORDER_PAGE_SIZE}."]
+        if page_offset < 0:
+            problems["pageOffset"] = ["pageOffset must not be negative."]
+        if sort_by not in (SORT_BY_CREATED_AT, SORT_BY_ID):
+            problems["sortBy"] = ["sortBy must be 0 (CreatedAt) or 1 (Id)."]
+        if sort_direction not in (SORT_ASCENDING, SORT_DESCENDING):
+            problems["sortDirection"] = ["sortDirection must be 0 (Asc) or 1 (Desc)."]
+        known_statuses = {int(status) for status in OrderStatus}
+        if any(status not in known_statuses for status in statuses):
+            problems["filter.statuses"] = ["Every status must be an OrderStatus value."]
+        if problems:
+            raise BodyInvalid(problems)
+        account_id = criteria["accountId"]
+        if not self.broker.user_sees_account(caller.username, account_id):
+            body_out = _account_not_found("orders", SearchOrderErrorCode.ACCOUNT_NOT_FOUND)
+            return {"orders": None, "totalCount": None, **_status_fields(body_out)}
+        orders, total = self.broker.query_orders(
+            account_id,
+            statuses=frozenset(OrderStatus(status) for status in statuses),
+            contract_id=criteria["contractId"],
+            created_after=criteria["createdAfter"],
+            created_before=criteria["createdBefore"],
+            by_id=sort_by == SORT_BY_ID,
+            descending=sort_direction == SORT_DESCENDING,
+            offset=page_offset,
+            limit=page_size,
+        )
+        total_count = total if body["includeTotalCount"] else None
+        return {"orders": orders, "totalCount": total_count, **_status_fields(envelope(None))}
+
+    # ---------------------------------------------------------------- Bars
+
+    async def retrieve_bars(self, caller: Caller | None, body: dict[str, Any]) -> dict[str, Any]:
+        codes = RetrieveBarErrorCode
+        if self.broker.contract(body["contractId"]) is None:
+            return envelope("bars", None, codes.CONTRACT_NOT_FOUND, "Contract not found.")
+        try:
+            unit = AggregateBarUnit(body["unit"])
+        except ValueError:
+            unit = AggregateBarUnit.UNSPECIFIED
+        if unit == AggregateBarUnit.UNSPECIFIED:
+            return envelope("bars", None, codes.UNIT_INVALID, "Invalid unit.")
+        if body["unitNumber"] < 1:
+            return envelope("bars", None, codes.UNIT_NUMBER_INVALID, "Invalid unit number.")
+        if not 1 <= body["limit"] <= MAX_BARS:
+            return envelope(
+                "bars", None, codes.LIMIT_INVALID, f"Limit must be between 1 and {MAX_BARS}."
+            )
+        query = BarQuery(
+            unit=unit,
+            unit_number=body["unitNumber"],
+            start=body["startTime"],
+            end=body["endTime"],
+            limit=body["limit"],
+            include_partial=body["includePartialBar"],
+        )
+        bars = self.market.bars(body["contractId"], query)
+        return envelope("bars", bars or [])
+
     # ------------------------------------------------------ Positions, trades
 
     async def search_open_positions(
@@ -309,6 +416,41 @@ class RestApi:
             body["accountId"], body["startTimestamp"], body["endTimestamp"]
         )
         return envelope("trades", trades)
+
+
+def ping_response(request: web.Request) -> web.Response:
+    """`pong` as a JSON string or as plain text, by the request's `Accept` (see the docstring)."""
+    if _prefers_json(request.headers.get("Accept", "")):
+        return json_response("pong")
+    return web.Response(text="pong", content_type="text/plain")
+
+
+def _prefers_json(accept: str) -> bool:
+    best_json = best_text = 0.0
+    for part in accept.split(","):
+        media_type, *parameters = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        media_type = media_type.lower()
+        if _is_json_media_type(media_type):
+            best_json = max(best_json, quality)
+        elif media_type in ("text/plain", "text/*"):
+            best_text = max(best_text, quality)
+    return best_json > 0 and best_json > best_text
+
+
+def _default(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _status_fields(body: dict[str, Any]) -> dict[str, Any]:
+    return {name: body[name] for name in ("success", "errorCode", "errorMessage")}
 
 
 def _is_json_media_type(media_type: str) -> bool:
@@ -414,6 +556,42 @@ _ENDPOINTS: tuple[Endpoint, ...] = (
         ),
     ),
     Endpoint("Order/searchOpen", RestApi.search_open_orders, (ACCOUNT_ID,)),
+    Endpoint(
+        "Order/v2/query",
+        RestApi.query_orders,
+        (
+            Field(
+                "filter",
+                "object",
+                children=(
+                    ACCOUNT_ID,
+                    Field("statuses", "int32_list", required=False, nullable=True),
+                    Field("contractId", "str", required=False, nullable=True),
+                    Field("createdAfter", "datetime", required=False, nullable=True),
+                    Field("createdBefore", "datetime", required=False, nullable=True),
+                ),
+            ),
+            *(
+                Field(name, "int32", required=False, nullable=True)
+                for name in ("pageSize", "pageOffset", "sortBy", "sortDirection")
+            ),
+            Field("includeTotalCount", "bool", required=False, nullable=True),
+        ),
+    ),
+    Endpoint(
+        "History/retrieveBars",
+        RestApi.retrieve_bars,
+        (
+            CONTRACT_ID,
+            Field("live", "bool"),
+            Field("startTime", "datetime"),
+            Field("endTime", "datetime"),
+            Field("unit", "int32"),
+            Field("unitNumber", "int32"),
+            Field("limit", "int32"),
+            Field("includePartialBar", "bool"),
+        ),
+    ),
     Endpoint("Order/searchById", RestApi.search_order_by_id, (ACCOUNT_ID, ORDER_ID)),
     Endpoint("Position/searchOpen", RestApi.search_open_positions, (ACCOUNT_ID,)),
     Endpoint("Position/closeContract", RestApi.close_position, (ACCOUNT_ID, CONTRACT_ID)),

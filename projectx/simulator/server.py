@@ -1,7 +1,11 @@
-"""`GatewaySimulator`: the aiohttp server that ties broker, REST, hub, faults and controls together.
+"""`GatewaySimulator`: the aiohttp server that ties broker, market data, REST, the two hubs,
+faults and controls together.
 
 It runs either in a background thread with its own event loop (`start()`/`stop()`, for
 synchronous test code) or on the caller's running loop (`await start_async()`/`stop_async()`).
+The price walk is a task on that loop (`MarketData.run`), idle unless the walk is switched on
+(`price_walk=True`, `sim.market.start_walk()`, `POST /_sim/market/walk`), so scripted tests see
+prices move only when they move them.
 Broker calls are thread-safe; calls that touch sockets (`faults.drop_hub_connections`, ...) are
 marshalled onto the simulator's loop and wait for it, unless they are made on that loop already.
 """
@@ -33,9 +37,17 @@ from projectx.simulator.broker import (
     User,
 )
 from projectx.simulator.control import add_control_routes
-from projectx.simulator.faults import Faults, normalize_path
+from projectx.simulator.faults import Faults, HubName, normalize_path
 from projectx.simulator.hub import HubSettings, UserHub
+from projectx.simulator.market import MarketData, MarketEvent
+from projectx.simulator.market.feed import (
+    DEFAULT_DEPTH_LEVELS,
+    DEFAULT_HISTORY_DAYS,
+    DEFAULT_WALK_INTERVAL,
+)
+from projectx.simulator.market_hub import DEFAULT_MAX_QUOTES_PER_SECOND, MarketHub
 from projectx.simulator.rest import RestApi
+from projectx.simulator.signalr import SignalRHub
 from projectx.simulator.wire import dump_json
 
 T = TypeVar("T")
@@ -46,11 +58,16 @@ _THREAD_TIMEOUT = 10.0
 
 class GatewaySimulator:
     """A protocol-true ProjectX Gateway on loopback: REST under `/api`, the user hub at
-    `/hubs/user`, test controls under `/_sim/`.
+    `/hubs/user`, the market hub at `/hubs/market`, test controls under `/_sim/`.
 
     Timing knobs: `ping_interval` (server SignalR pings), `client_timeout` (close a hub connection
     silent that long), `handshake_timeout`, `token_lifetime` (seconds or a timedelta) and
     `shutdown_timeout` (how long `stop()` waits for in-flight requests).
+
+    Market knobs: `seed` (the price walk, depth sizes and generated history are a function of
+    it), `price_walk` (walk from the start), `walk_interval` (seconds a step), `history_days`
+    (generated bars history), `depth_levels` (a side) and `max_quotes_per_second` (per contract;
+    None: no coalescing).
     """
 
     def __init__(
@@ -63,6 +80,12 @@ class GatewaySimulator:
         handshake_timeout: float = 15.0,
         token_lifetime: timedelta | float = DEFAULT_TOKEN_LIFETIME,
         shutdown_timeout: float = 1.0,
+        seed: int = 0,
+        price_walk: bool = False,
+        walk_interval: float = DEFAULT_WALK_INTERVAL,
+        history_days: float = DEFAULT_HISTORY_DAYS,
+        depth_levels: int = DEFAULT_DEPTH_LEVELS,
+        max_quotes_per_second: float | None = DEFAULT_MAX_QUOTES_PER_SECOND,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -88,7 +111,23 @@ class GatewaySimulator:
             self.hub_settings,
             is_stopping=lambda: self._stopping,
         )
-        self.rest = RestApi(self.broker, self.tokens)
+        self.market = MarketData(
+            self.broker,
+            seed=seed,
+            history_days=history_days,
+            walk_interval=walk_interval,
+            depth_levels=depth_levels,
+            walking=price_walk,
+        )
+        self.market_hub = MarketHub(
+            self.market,
+            self.tokens,
+            self.faults,
+            self.hub_settings,
+            is_stopping=lambda: self._stopping,
+            max_quotes_per_second=max_quotes_per_second,
+        )
+        self.rest = RestApi(self.broker, self.tokens, self.market)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id: int | None = None
         self._thread: threading.Thread | None = None
@@ -97,7 +136,9 @@ class GatewaySimulator:
         self._stop_event: asyncio.Event | None = None
         self._reopen_handle: asyncio.TimerHandle | None = None
         self._background_tasks: set[asyncio.Future[None]] = set()
+        self._walk_task: asyncio.Task[None] | None = None
         self.broker.add_listener(self._relay_event)
+        self.market.add_listener(self._relay_market_event)
 
     # ------------------------------------------------------------- factories
 
@@ -134,6 +175,18 @@ class GatewaySimulator:
     @property
     def user_hub_ws_url(self) -> str:
         return "ws" + self.user_hub_url.removeprefix("http")
+
+    @property
+    def market_hub_url(self) -> str:
+        return f"{self.base_url}/hubs/market"
+
+    @property
+    def market_hub_ws_url(self) -> str:
+        return "ws" + self.market_hub_url.removeprefix("http")
+
+    @property
+    def hubs(self) -> dict[HubName, SignalRHub[Any]]:
+        return {"user": self.hub, "market": self.market_hub}
 
     @property
     def running(self) -> bool:
@@ -240,6 +293,8 @@ class GatewaySimulator:
         self._stopping = False
         self._stop_event = asyncio.Event()
         self.hub.bind_to_running_loop()
+        self.market_hub.bind_to_running_loop()
+        self._walk_task = asyncio.create_task(self.market.run(), name="price-walk")
         self._runner = web.AppRunner(
             self._make_app(),
             handle_signals=False,
@@ -258,7 +313,13 @@ class GatewaySimulator:
         if self._reopen_handle is not None:
             self._reopen_handle.cancel()
             self._reopen_handle = None
+        if self._walk_task is not None:
+            self._walk_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._walk_task
+            self._walk_task = None
         await self.hub.shutdown()
+        await self.market_hub.shutdown()
         if self._tcp_server is not None:
             self._tcp_server.close()
             self._tcp_server = None
@@ -271,6 +332,8 @@ class GatewaySimulator:
         app.router.add_route("*", "/api/{endpoint:.*}", self.rest.handle)
         app.router.add_post("/hubs/user/negotiate", self.hub.negotiate)
         app.router.add_get("/hubs/user", self.hub.websocket)
+        app.router.add_post("/hubs/market/negotiate", self.market_hub.negotiate)
+        app.router.add_get("/hubs/market", self.market_hub.websocket)
         add_control_routes(app, self)
         return app
 
@@ -353,13 +416,23 @@ class GatewaySimulator:
 
     # ------------------------------------- connection control (faults use these)
 
-    def drop_hub_connections(self, username: str | None = None) -> int:
-        return self._on_loop(self.hub.drop, username)
+    def drop_hub_connections(self, username: str | None = None, hub: HubName | None = None) -> int:
+        return sum(self._on_loop(each.drop, username) for each in self._selected_hubs(hub))
 
     def close_hub_connections(
-        self, error: str | None, allow_reconnect: bool, username: str | None = None
+        self,
+        error: str | None,
+        allow_reconnect: bool,
+        username: str | None = None,
+        hub: HubName | None = None,
     ) -> int:
-        return self._on_loop(self.hub.close_all, error, allow_reconnect, username)
+        return sum(
+            self._on_loop(each.close_all, error, allow_reconnect, username)
+            for each in self._selected_hubs(hub)
+        )
+
+    def _selected_hubs(self, hub: HubName | None) -> list[SignalRHub[Any]]:
+        return list(self.hubs.values()) if hub is None else [self.hubs[hub]]
 
     def refuse_connections(self, seconds: float | None) -> None:
         if self._loop is None or self._in_loop_thread():
@@ -446,6 +519,14 @@ class GatewaySimulator:
         with contextlib.suppress(RuntimeError):  # the loop closed under us
             loop.call_soon_threadsafe(self.hub.publish, event)
 
+    def _relay_market_event(self, event: MarketEvent) -> None:
+        """Feed listener (any thread, feed lock held): the same in-order hand-over."""
+        loop = self._loop
+        if loop is None or self._stopping or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self.market_hub.publish, event)
+
     # ------------------------------------------------------ the broker's surface
 
     def add_user(self, username: str, api_key: str) -> User:
@@ -492,7 +573,9 @@ class GatewaySimulator:
         self.broker.update_account(account_id, **changes)
 
     def set_price(self, contract_id: str, price: Decimal | str | int) -> None:
-        self.broker.set_price(contract_id, Decimal(price))
+        """A trade at `price`: the broker's price moves (orders fill), the tape prints it and
+        the market hub hears of it."""
+        self.market.set_price(contract_id, Decimal(price))
 
     def price(self, contract_id: str) -> Decimal | None:
         return self.broker.price(contract_id)
@@ -538,18 +621,23 @@ class GatewaySimulator:
 
     # ----------------------------------------------------------- the hub
 
-    def hub_connections(self) -> list[dict[str, Any]]:
-        """Live hub connections: id, username, handshakeDone, subscriptions ("order:1001")."""
-        return self.hub.connections_info()
+    def hub_connections(self, hub: HubName = "user") -> list[dict[str, Any]]:
+        """Live connections of one hub: id, username, handshakeDone, subscriptions
+        ("order:1001" on the user hub, "quote:CON.F.US.MNQ.Z26" on the market hub)."""
+        return self.hubs[hub].connections_info()
 
     def wait_for_hub(
-        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 5.0
+        self,
+        predicate: Callable[[list[dict[str, Any]]], bool],
+        timeout: float = 5.0,
+        *,
+        hub: HubName = "user",
     ) -> list[dict[str, Any]]:
         """Poll `hub_connections()` until `predicate` holds (from a thread other than the
         simulator's loop); raises TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
         while True:
-            connections = self.hub_connections()
+            connections = self.hub_connections(hub)
             if predicate(connections):
                 return connections
             if time.monotonic() >= deadline:
@@ -557,14 +645,16 @@ class GatewaySimulator:
             time.sleep(0.01)
 
     def wait_for_subscription(
-        self, subscription: str, *, count: int = 1, timeout: float = 5.0
+        self, subscription: str, *, count: int = 1, timeout: float = 5.0, hub: HubName = "user"
     ) -> list[dict[str, Any]]:
-        """Wait until `count` connections hold `subscription` (e.g. "order:1001", "account")."""
+        """Wait until `count` connections hold `subscription` (e.g. "order:1001", "account",
+        or on the market hub "trade:CON.F.US.MNQ.Z26")."""
         return self.wait_for_hub(
             lambda connections: (
                 sum(subscription in c["subscriptions"] for c in connections) >= count
             ),
             timeout,
+            hub=hub,
         )
 
     # ------------------------------------------------------------ state
@@ -584,4 +674,6 @@ class GatewaySimulator:
             "trades": broker.trades(),
             "faults": self.faults.snapshot(),
             "hubConnections": self.hub_connections(),
+            "marketHubConnections": self.hub_connections("market"),
+            "market": self.market.snapshot(),
         }

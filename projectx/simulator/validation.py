@@ -19,7 +19,9 @@ from typing import Any, Literal
 
 from projectx.simulator.wire import parse_json, parse_timestamp
 
-FieldKind = Literal["int32", "int64", "str", "bool", "decimal", "datetime", "bracket"]
+FieldKind = Literal[
+    "int32", "int64", "str", "bool", "decimal", "datetime", "bracket", "int32_list", "object"
+]
 
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 _DOTNET_TYPES = {
@@ -30,6 +32,8 @@ _DOTNET_TYPES = {
     "decimal": "System.Decimal",
     "datetime": "System.DateTimeOffset",
     "bracket": "PlaceOrderBracket",
+    "int32_list": "System.Int32[]",
+    "object": "System.Object",
 }
 
 
@@ -39,6 +43,8 @@ class Field:
     kind: FieldKind
     required: bool = True
     nullable: bool = False
+    children: tuple[Field, ...] = ()
+    """The properties of an `object` field, bound by the same rules."""
 
 
 class BodyInvalid(Exception):
@@ -71,34 +77,47 @@ def parse_body(raw: bytes, fields: tuple[Field, ...]) -> dict[str, Any]:
         raise BodyInvalid({"$": [f"The request body is not valid JSON: {error}"]}) from None
     if not isinstance(document, dict):
         raise BodyInvalid({"$": ["The JSON value could not be converted to the request type."]})
-    by_lower_name = {str(key).lower(): value for key, value in document.items()}
-    values: dict[str, Any] = {}
-    errors: dict[str, list[str]] = {}
-    for field in fields:
-        key = field.name.lower()
-        if key not in by_lower_name:
-            if field.required:
-                errors[field.name] = [f"The {field.name} field is required."]
-            values[field.name] = None
-            continue
-        value = by_lower_name[key]
-        if value is None:
-            if not field.nullable:
-                errors[f"$.{field.name}"] = [_conversion_error(field)]
-            values[field.name] = None
-            continue
-        try:
-            values[field.name] = _convert(field, value)
-        except (TypeError, ValueError):
-            errors[f"$.{field.name}"] = [_conversion_error(field)]
+    values, errors = _bind(document, fields, "")
     if errors:
         raise BodyInvalid(errors)
     return values
 
 
-def _conversion_error(field: Field) -> str:
+def _bind(
+    document: dict[str, Any], fields: tuple[Field, ...], prefix: str
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Bind one JSON object; `prefix` is the path of a nested object ("filter.")."""
+    by_lower_name = {str(key).lower(): value for key, value in document.items()}
+    values: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    for field in fields:
+        path = f"{prefix}{field.name}"
+        key = field.name.lower()
+        if key not in by_lower_name:
+            if field.required:
+                errors[path] = [f"The {field.name} field is required."]
+            values[field.name] = None
+            continue
+        value = by_lower_name[key]
+        if value is None:
+            if not field.nullable:
+                errors[f"$.{path}"] = [_conversion_error(field, path)]
+            values[field.name] = None
+            continue
+        if field.kind == "object" and isinstance(value, dict):
+            values[field.name], nested_errors = _bind(value, field.children, f"{path}.")
+            errors.update(nested_errors)
+            continue
+        try:
+            values[field.name] = _convert(field, value)
+        except (TypeError, ValueError):
+            errors[f"$.{path}"] = [_conversion_error(field, path)]
+    return values, errors
+
+
+def _conversion_error(field: Field, path: str) -> str:
     dotnet = _DOTNET_TYPES[field.kind]
-    return f"The JSON value could not be converted to {dotnet}. Path: $.{field.name}."
+    return f"The JSON value could not be converted to {dotnet}. Path: $.{path}."
 
 
 def _convert(field: Field, value: Any) -> Any:
@@ -135,6 +154,12 @@ def _convert(field: Field, value: Any) -> Any:
             if isinstance(part, bool) or not isinstance(part, int):
                 raise TypeError(kind)
         return {"ticks": ticks, "type": order_type}
+    if kind == "int32_list":
+        if not isinstance(value, list):
+            raise TypeError(kind)
+        return [_convert(Field(field.name, "int32"), item) for item in value]
+    if kind == "object":
+        raise TypeError(kind)  # an object field given something other than an object
     raise AssertionError(f"unknown field kind {kind}")
 
 

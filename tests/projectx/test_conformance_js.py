@@ -1,6 +1,7 @@
 """Conformance: Microsoft's own JavaScript SignalR client (@microsoft/signalr, under Node) connects
 to the simulator with and without negotiation, subscribes, receives the user events, and
-reconnects and re-subscribes after the simulator drops it.
+reconnects and re-subscribes after the simulator drops it; on the market hub it subscribes to a
+contract and receives quotes, trades and depth.
 
 Needs `npm ci` in tests/js. Without tests/js/node_modules the tests skip, except under CI=true
 where a missing client is a failure.
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.timeout(60)
 
 JS_DIRECTORY = Path(__file__).resolve().parents[1] / "js"
 SCRIPT = JS_DIRECTORY / "conformance.mjs"
+MARKET_SCRIPT = JS_DIRECTORY / "market_conformance.mjs"
 CLIENT_PACKAGE = JS_DIRECTORY / "node_modules" / "@microsoft" / "signalr" / "package.json"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 WANTED_EVENTS = {EVENT_ORDER, EVENT_TRADE, EVENT_POSITION}
@@ -92,10 +94,16 @@ class NodeClient:
 
 @contextmanager
 def node_client(
-    simulator: GatewaySimulator, token: str, *, skip_negotiation: bool
+    simulator: GatewaySimulator,
+    token: str,
+    *,
+    skip_negotiation: bool,
+    script: Path = SCRIPT,
+    hub_url: str | None = None,
+    subject: str = str(DEMO_ACCOUNT_ID),
 ) -> Iterator[NodeClient]:
     node = _require_node_client()
-    command = [node, str(SCRIPT), simulator.user_hub_url, token, str(DEMO_ACCOUNT_ID)]
+    command = [node, str(script), hub_url or simulator.user_hub_url, token, subject]
     if skip_negotiation:
         command.append("--skip-negotiation")
     process = subprocess.Popen(
@@ -167,6 +175,46 @@ def test_js_client_receives_events_and_survives_a_drop(
         assert events[0]["argument"]["data"]["id"] == order_id
         closing = next(e["argument"] for e in events if e["target"] == EVENT_POSITION)
         assert closing["action"] == 2 and closing["data"]["size"] == 0
+
+        assert client.process.stdin is not None
+        client.process.stdin.close()
+        client.next("stopped")
+        assert client.process.wait(10) == 0
+
+
+@pytest.mark.parametrize("skip_negotiation", [False, True], ids=["negotiate", "skip-negotiation"])
+def test_js_client_receives_quotes_trades_and_depth(
+    simulator: GatewaySimulator, simulator_token: str, skip_negotiation: bool
+) -> None:
+    with node_client(
+        simulator,
+        simulator_token,
+        skip_negotiation=skip_negotiation,
+        script=MARKET_SCRIPT,
+        hub_url=simulator.market_hub_url,
+        subject=DEMO_CONTRACT_ID,
+    ) as client:
+        client.next("connected")
+        client.next("subscribed")
+        prices = simulator.market.step(DEMO_CONTRACT_ID, 3)
+        seen: dict[str, dict[str, Any]] = {}
+        while not {"GatewayQuote", "GatewayTrade", "GatewayDepth"} <= set(seen):
+            event = client.next("event")
+            assert event["contractId"] == DEMO_CONTRACT_ID
+            seen[event["target"]] = event
+        # Should: the JS client hands both arguments over: quote data an object, trades and
+        # depth lists, with the fields of reference 6.3.
+        quote = seen["GatewayQuote"]["data"]
+        assert quote["symbol"] == "F.US.MNQ" and quote["bestAsk"] > quote["bestBid"]
+        (trade,) = seen["GatewayTrade"]["data"]
+        assert set(trade) == {"symbolId", "price", "timestamp", "type", "volume"}
+        depth = seen["GatewayDepth"]["data"]
+        assert depth[0]["type"] == 6 and len(depth) == 11
+        # Should: the third trade is the step's last price.
+        while trade["price"] != float(prices[DEMO_CONTRACT_ID]):
+            event = client.next("event")
+            if event["target"] == "GatewayTrade":
+                (trade,) = event["data"]
 
         assert client.process.stdin is not None
         client.process.stdin.close()

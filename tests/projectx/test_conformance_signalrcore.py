@@ -1,5 +1,6 @@
 """Conformance: the third-party `signalrcore` client (used by the ProjectX Python SDK community)
-connects to the simulator with and without negotiation, subscribes and gets the user events.
+connects to the simulator with and without negotiation, subscribes and gets the user events, and
+on the market hub gets a contract's quotes, trades and depth.
 
 signalrcore is thread-based and its `stop()` can hang after a reconnect, so every stop runs in a
 daemon thread with a deadline: these tests never hang the suite.
@@ -159,3 +160,52 @@ def test_signalrcore_reconnects_after_a_drop(
         assert any(
             name == EVENT_ORDER and argument["data"]["id"] == order_id for name, argument in seen
         )
+
+
+MARKET_EVENTS = ("GatewayQuote", "GatewayTrade", "GatewayDepth")
+
+
+@pytest.mark.parametrize("skip_negotiation", [False, True], ids=["negotiate", "skip-negotiation"])
+def test_signalrcore_receives_quotes_trades_and_depth(
+    fast_pinging_simulator: GatewaySimulator, skip_negotiation: bool
+) -> None:
+    simulator = fast_pinging_simulator
+    token = simulator.issue_token("demo")
+    received: queue.Queue[tuple[str, list[Any]]] = queue.Queue()
+    hub = (
+        HubConnectionBuilder()
+        .with_url(
+            simulator.market_hub_url,
+            options={"access_token_factory": lambda: token, "skip_negotiation": skip_negotiation},
+        )
+        .configure_logging(logging.CRITICAL)
+        .build()
+    )
+    opened = threading.Event()
+    hub.on_open(opened.set)
+    for name in MARKET_EVENTS:
+        hub.on(name, lambda arguments, name=name: received.put((name, arguments)))
+    hub.start()
+    try:
+        assert opened.wait(5), "signalrcore never opened"
+        for method in (
+            "SubscribeContractQuotes",
+            "SubscribeContractTrades",
+            "SubscribeContractMarketDepth",
+        ):
+            hub.send(method, [DEMO_CONTRACT_ID])
+        simulator.wait_for_subscription(f"depth:{DEMO_CONTRACT_ID}", hub="market")
+        simulator.market.step(DEMO_CONTRACT_ID, 2)
+        seen: dict[str, list[Any]] = {}
+        while not set(MARKET_EVENTS) <= set(seen):
+            name, arguments = received.get(timeout=5)
+            seen[name] = arguments
+        # Should: each event has two arguments, the contract id and its data.
+        assert all(arguments[0] == DEMO_CONTRACT_ID for arguments in seen.values())
+        assert seen["GatewayQuote"][1]["symbol"] == "F.US.MNQ"
+        assert seen["GatewayTrade"][1][0]["symbolId"] == "F.US.MNQ"
+        assert [entry["type"] for entry in seen["GatewayDepth"][1]][:2] == [6, 4]
+    finally:
+        stopper = threading.Thread(target=hub.stop, daemon=True)
+        stopper.start()
+        stopper.join(3)

@@ -84,8 +84,8 @@ class Command(BaseCommand):
             verify=options["verify"], on_handled=self._print_handled_close
         )
         if not options["verify"]:
-            for stuck in closes:
-                self.stdout.write(self._describe_close(stuck))
+            for close in closes:
+                self.stdout.write(self._describe_close(close))
         closes_left = (
             len(stuck_closes_find(now=timezone.now())) if options["verify"] else len(closes)
         )

@@ -42,7 +42,9 @@ DEFAULT_REJECTION_MESSAGE = "Order rejected by the simulator."
 OPEN_ORDER_STATUSES = frozenset(
     {OrderStatus.OPEN, OrderStatus.PENDING, OrderStatus.PENDING_CANCELLATION}
 )
-"""What Order/searchOpen returns; never Suspended (8) bracket children [4.7]."""
+"""Orders working in the market, which Order/modify may change."""
+SEARCH_OPEN_STATUSES = frozenset({OrderStatus.OPEN})
+"""What Order/searchOpen returns: status 1 only, never Suspended (8) bracket children [4.7]."""
 ACTIVE_ORDER_STATUSES = OPEN_ORDER_STATUSES | {OrderStatus.SUSPENDED}
 """Orders that can still be cancelled: the open ones and the bracket children waiting for entry."""
 

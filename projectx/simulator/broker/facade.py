@@ -35,7 +35,7 @@ from projectx.simulator.broker.entities import (
     DEFAULT_ACCOUNT_BALANCE,
     DEFAULT_FEE_PER_CONTRACT,
     DEFAULT_REJECTION_MESSAGE,
-    OPEN_ORDER_STATUSES,
+    SEARCH_OPEN_STATUSES,
     Account,
     BrokerEvent,
     CloseOutcome,
@@ -273,13 +273,13 @@ class Broker:
     orders_for = orders
 
     def open_orders(self, account_id: int | None = None) -> list[dict[str, Any]]:
-        """Order/searchOpen: Open, Pending and PendingCancellation; never Suspended [4.7]."""
+        """Order/searchOpen: status 1 Open only; never Suspended children [4.7]."""
         with self._lock:
             return [
                 order.to_wire()
                 for order in self._state.orders_oldest_first()
                 if (account_id is None or order.account_id == account_id)
-                and order.status in OPEN_ORDER_STATUSES
+                and order.status in SEARCH_OPEN_STATUSES
             ]
 
     def order(self, order_id: int) -> dict[str, Any] | None:
@@ -321,6 +321,41 @@ class Broker:
                 if order.account_id == account_id
                 and _created_between(order.creation_timestamp, start, end)
             ]
+
+    def query_orders(
+        self,
+        account_id: int,
+        *,
+        statuses: frozenset[OrderStatus] = frozenset(),
+        contract_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        by_id: bool = False,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Order/v2/query: one page of the account's matching orders (any status, Suspended
+        children included, none of `statuses` meaning all) and how many match in all.
+        `created_after` is inclusive, `created_before` exclusive."""
+        with self._lock:
+            matching_orders = [
+                order
+                for order in self._state.orders.values()
+                if order.account_id == account_id
+                and (not statuses or order.status in statuses)
+                and (contract_id is None or order.contract_id == contract_id)
+                and (created_after is None or order.creation_timestamp >= created_after)
+                and (created_before is None or order.creation_timestamp < created_before)
+            ]
+            if by_id:
+                matching_orders.sort(key=lambda order: order.id, reverse=descending)
+            else:
+                matching_orders.sort(
+                    key=lambda order: (order.creation_timestamp, order.id), reverse=descending
+                )
+            page = matching_orders[offset : offset + limit]
+            return [order.to_wire() for order in page], len(matching_orders)
 
     def find_order(self, account_id: int, order_id: int) -> dict[str, Any] | None:
         with self._lock:
