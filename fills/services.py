@@ -442,15 +442,15 @@ class _EventBatch:
         if (account.pk, broker_order_id) in self._absent:
             return None
         flush_batched_writes()  # read from the database: nothing may be pending
-        order = (
+        found = (
             Order.objects.select_for_update(of=("self",))
             .filter(account=account, broker_order_id=broker_order_id)
             .first()
         )
-        if order is not None:
-            order.account = account
-            self.writes.hold(order)
-        return order
+        if found is not None:
+            found.account = account
+            self.writes.hold(found)
+        return found
 
     def known(self, account: Account, order: Order) -> None:
         if order.broker_order_id is not None:

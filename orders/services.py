@@ -534,7 +534,7 @@ def order_apply_broker_order(
 
 def _apply_broker_order(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     broker_order: Any,
     trigger: str,
     reason: str,
