@@ -96,7 +96,10 @@ def test_concurrent_orders_from_many_threads(
 
     def move_prices() -> None:
         ticks = 0
-        while not stop_moving.is_set():
+        # A new price every millisecond for as long as orders arrive: a tight loop would hold
+        # the broker's lock (and the GIL) so long that the server thread starves and the
+        # clients time out, which tests the machine's load rather than the broker.
+        while not stop_moving.wait(0.001):
             ticks = (ticks + 1) % 8
             simulator.set_price(DEMO_CONTRACT_ID, Decimal("21000") + Decimal("0.25") * ticks)
 
