@@ -83,7 +83,7 @@ def _settle_fills(
     order: Order, *, filled: int, notional: Decimal, last_fill_at: Any, trigger: str, reason: str
 ) -> Order:
     """Write new fill totals onto a locked order and move it where they take it."""
-    overfilled = filled > order.size
+    overfilled = lifecycle.is_overfilled(order, filled=filled)
     if overfilled and not order.overfilled:
         logger.error(
             "ALERT order %s is overfilled: %d filled of %d; kept as the broker reported",

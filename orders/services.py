@@ -229,9 +229,6 @@ class OrderWriteBatch:
         """Keep an order the caller just locked (`select_for_update`) in this batch."""
         return self._held.setdefault(order.pk, order)
 
-    def held(self, pk: object) -> Order | None:
-        return self._held.get(pk)
-
     def held_orders(self) -> list[Order]:
         return list(self._held.values())
 

@@ -151,8 +151,6 @@ class OrderListCreateApi(APIView):
         response = _order_response(request, result.order, result.http_status, result.body)
         if result.replayed:
             response["Idempotent-Replayed"] = "true"
-        if result.retry_after is not None:
-            response["Retry-After"] = str(max(1, round(result.retry_after)))
         return response
 
 

@@ -18,7 +18,6 @@ class PlacementResult:
     http_status: int
     replayed: bool = False
     body: dict[str, Any] | None = None  # the stored body, on a replay
-    retry_after: float | None = None
     # Nothing reached the broker (or it refused for a transient reason): the key is free and
     # the caller answers this error, never a stored outcome.
     deferred: PlacementDeferred | None = None
