@@ -1,36 +1,62 @@
 """The account's placement queue: acceptance under the account's row lock (its place in the
 queue, its depth, a close in progress), and sending in acceptance order in the account's turn.
-See docs/decisions/0002."""
+See docs/decisions/0002 and 0006."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, Exists, OuterRef, Subquery, Value
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Account, PositionClose
 from common import metrics
-from common.locking import (
-    ADVISORY_NAMESPACE_PLACEMENT,
-    TurnTimeout,
-    advisory_lock,
-    retry_on_deadlock,
-)
+from common.locking import ADVISORY_NAMESPACE_PLACEMENT, Turn, TurnTimeout, retry_on_deadlock
 from orders import idempotency, lifecycle
-from orders.exceptions import (
-    PlacementDeferred,
-    PlacementQueueFull,
-    PositionClosing,
-)
+from orders.exceptions import PlacementDeferred, PlacementQueueFull, PositionClosing
 from orders.locking import lock_in_order
 from orders.models import IdempotencyRecord, Order, OrderStatus
+from orders.placement import timing
 from orders.placement.release import cancel_unsent, order_release_unsent, still_waiting
-from orders.placement.results import PlacementResult
-from orders.placement.submission import submit
-from orders.services import order_create
+from orders.placement.results import Outcome
+from orders.placement.submission import (
+    Finish,
+    InFlight,
+    mark_submitting,
+    send,
+    settle,
+    settle_when_answered,
+    wait_until_settled,
+)
+from orders.services import order_create, order_transition
+
+# A call that has not answered this long after its request was written to the socket hands
+# the account's turn on: the broker has it, so the next order is sent after it (FIFO is the
+# order in which orders are sent), and the hung one is settled from its own answer when it
+# comes, or as `unknown` and verified. Well above
+# the broker's usual answer (about a millisecond on loopback, tens over the internet), well
+# below what a queue behind a hung call could bear (issue 14: the next order within 500 ms).
+TURN_HANDOVER_SECONDS = 0.25
+
+
+def account_turn(account: Account) -> Turn:
+    """The account's turn to send: one holder at a time across every process."""
+    return Turn(ADVISORY_NAMESPACE_PLACEMENT, account.pk)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    order: Order
+    record: IdempotencyRecord
+    # First in the account's queue, with the turn taken in the acceptance transaction: the
+    # order went to `submitting` there and is sent at once.
+    sending: bool
 
 
 @retry_on_deadlock
@@ -42,27 +68,26 @@ def accept(
     fingerprint: str,
     actor: str,
     now: Any,
-) -> tuple[Order, IdempotencyRecord]:
+    *,
+    turn: Turn,
+    trigger: str,
+) -> Accepted:
     """Store the order (`created`) with its place in the account's queue, or refuse it whole.
 
     Under the account's row lock (the first lock of the hierarchy): the queue depth, a close in
     progress on the contract, and the next sequence number are decided by one writer at a time.
+
+    1. Lock the account; insert the order with the next sequence number. A key used before
+       fails here (the order's customTag is unique per account) with IntegrityError, before
+       any check could refuse what is really a retry: the caller replays.
+    2. One statement: a close in progress, the orders waiting before this one, and a try for
+       the account's turn (`turn`; the caller releases it on every path).
+    3. Refuse (nothing stays: the transaction rolls back) or take the place in the queue and
+       the idempotency record. First in the queue with the turn: `submitting` at once.
     """
     config = settings.ORDER_MANAGEMENT
     locked = lock_in_order(accounts=[account])["account"][0]
-    # A close whose lease expired (its process died) does not block: it is taken over later.
-    if (
-        PositionClose.objects.lease_held(now=now)
-        .filter(account=locked, contract_id=payload.contract_id)
-        .exists()
-    ):
-        raise PositionClosing(contract_id=payload.contract_id)
-    waiting = Order.objects.filter(account=locked, status=OrderStatus.CREATED).count()
-    if waiting >= config.concurrency_control.max_queue_depth_per_account:
-        metrics.placement_queue_rejections_total.inc()
-        raise PlacementQueueFull(waiting=waiting)
     seq = locked.last_order_seq + 1
-    Account.objects.filter(pk=locked.pk).update(last_order_seq=seq)
     order = order_create(
         account_id=locked.pk,
         contract_id=payload.contract_id,
@@ -77,6 +102,16 @@ def accept(
         created_by=actor,
         account_seq=seq,
     )
+    order.account = locked
+    closing, waiting = _queue_state(locked, order, payload.contract_id, now, turn)
+    # A close whose lease expired (its process died) does not block: it is taken over later.
+    if closing:
+        raise PositionClosing(contract_id=payload.contract_id)
+    if waiting >= config.concurrency_control.max_queue_depth_per_account:
+        metrics.placement_queue_rejections_total.inc()
+        raise PlacementQueueFull(waiting=waiting)
+    # (Pre-trade checks belong here: under the account's row lock, before the order counts.)
+    Account.objects.filter(pk=locked.pk).update(last_order_seq=seq)
     record = IdempotencyRecord.objects.create(
         account=locked,
         key=key,
@@ -84,7 +119,51 @@ def accept(
         order=order,
         expires_at=now + timedelta(seconds=config.idempotency.key_ttl_seconds),
     )
-    return order, record
+    sending = waiting == 0 and turn.held
+    if sending:
+        order = order_transition(
+            order_id=order.pk,
+            to_state=OrderStatus.SUBMITTING,
+            trigger=trigger,
+            actor=actor,
+            changes={"submitted_at": timezone.now()},
+            locked=order,
+        )
+    return Accepted(order, record, sending)
+
+
+def _queue_state(
+    account: Account, order: Order, contract_id: str, now: Any, turn: Turn
+) -> tuple[bool, int]:
+    """A close in progress on the contract, and how many orders wait before this one; tries
+    the account's turn in the same statement (PostgreSQL; the local lock on SQLite)."""
+    waiting = (
+        Order.objects.filter(account=OuterRef("pk"), status=OrderStatus.CREATED)
+        .exclude(pk=order.pk)
+        .order_by()
+        .values("account")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    try_turn = turn.try_sql()
+    row = (
+        Account.objects.filter(pk=account.pk)
+        .annotate(
+            closing=Exists(
+                PositionClose.objects.lease_held(now=now).filter(
+                    account=OuterRef("pk"), contract_id=contract_id
+                )
+            ),
+            waiting=Coalesce(Subquery(waiting), 0),
+            turn=RawSQL(*try_turn) if try_turn else Value(False),
+        )
+        .values_list("closing", "waiting", "turn")
+        .get()
+    )
+    closing, count, took = row
+    turn.took(bool(took))
+    turn.try_local()
+    return bool(closing), int(count)
 
 
 def _seq(order: Order) -> int:
@@ -97,39 +176,37 @@ def _seq(order: Order) -> int:
     return order.account_seq
 
 
-def send_in_turn(order: Order, *, actor: str, trigger: str) -> PlacementResult:
+def send_in_turn(
+    accepted: Accepted, *, turn: Turn, actor: str, trigger: str, finish: Finish | None = None
+) -> Outcome:
     """Send the account's waiting orders in acceptance order, up to and including this one.
 
-    One request at a time per account holds the account's turn (a PostgreSQL advisory lock, so
-    across every web process). The holder sends every order accepted before its own that is
-    still waiting, then its own: whoever gets the turn, the broker sees the account's orders in
-    the order the system accepted them. A request whose order was sent by an earlier holder
-    reads the outcome from the database. Orders left waiting longer than
-    `lifecycle.stuckAfterSeconds.created` (their process died) are cancelled, never sent late.
+    1. Take the account's turn (a PostgreSQL advisory lock, so across every web process),
+       unless acceptance took it already. The holder sends every order accepted before its own
+       that is still waiting, then its own: whoever gets the turn, the broker sees the
+       account's orders in the order the system accepted them.
+    2. Each call is waited for up to `TURN_HANDOVER_SECONDS`. An earlier order's answer is
+       applied within the turn (its own request reads it once it gets the turn); one that has
+       not answered is settled when it does, by a background thread.
+    3. The turn is given back once this order's call has answered or the bound passed, and
+       this order is settled outside it (with its response stored, `finish`).
+
+    A request whose order was sent by an earlier holder reads the outcome from the database.
+    Orders left waiting longer than `lifecycle.stuckAfterSeconds.created` (their process died)
+    are cancelled, never sent late.
     """
     config = settings.ORDER_MANAGEMENT
-    stale_after = timedelta(seconds=config.lifecycle.stuck_after_seconds.created)
+    order = accepted.order
+    mine: InFlight | None = None
     try:
-        with advisory_lock(
-            ADVISORY_NAMESPACE_PLACEMENT,
-            order.account_id,
-            timeout=config.concurrency_control.placement_turn_timeout_seconds,
-        ):
-            while True:
-                waiting = (
-                    Order.objects.select_related("account")
-                    .filter(account_id=order.account_id, status=OrderStatus.CREATED)
-                    .order_by("account_seq")
-                    .first()
-                )
-                if waiting is None or _seq(waiting) > _seq(order):
-                    break  # ours went out in an earlier holder's turn
-                if timezone.now() - waiting.created_at > stale_after:
-                    cancel_unsent(waiting, "not sent within the time allowed after acceptance")
-                    continue
-                result = submit(waiting, actor=waiting.created_by or actor, trigger=trigger)
-                if waiting.pk == order.pk:
-                    return result
+        with timing.step("turn"):
+            turn.wait(timeout=config.concurrency_control.placement_turn_timeout_seconds)
+            if accepted.sending:
+                mine = send(order)
+            else:
+                mine = _send_waiting(order, actor=actor, trigger=trigger)
+        if mine is not None:
+            mine.hand_over_after(TURN_HANDOVER_SECONDS)
     except TurnTimeout:
         deferred = PlacementDeferred(
             "placement_queue_timeout",
@@ -143,8 +220,14 @@ def send_in_turn(order: Order, *, actor: str, trigger: str) -> PlacementResult:
             reason=f"not placed ({deferred.code}): {deferred}",
             applies=still_waiting,
         ):
-            return PlacementResult(order, 503, deferred=deferred)
-    current = Order.objects.select_related("account").get(pk=order.pk)
+            return Outcome(order, 503, deferred=deferred)
+    finally:
+        turn.release()
+    if mine is not None:
+        return settle(mine, actor=actor, finish=finish)
+    with timing.step("broker"):
+        # An earlier holder sent it; its answer may still be on the way.
+        current = wait_until_settled(Order.objects.select_related("account").get(pk=order.pk))
     if current.idempotency_key is None:
         # An earlier holder of the turn sent it, and it did not reach the broker (or the
         # broker refused it for a transient reason): the key is free again.
@@ -154,5 +237,33 @@ def send_in_turn(order: Order, *, actor: str, trigger: str) -> PlacementResult:
             http_status=503,
             retry_after=1.0,
         )
-        return PlacementResult(current, 503, deferred=deferred)
-    return PlacementResult(current, lifecycle.placement_http_status(current))
+        return Outcome(current, 503, deferred=deferred)
+    return Outcome(current, lifecycle.placement_http_status(current))
+
+
+def _send_waiting(order: Order, *, actor: str, trigger: str) -> InFlight | None:
+    """In the turn: send the waiting orders up to `order`; its own call, or None when an
+    earlier holder sent it."""
+    config = settings.ORDER_MANAGEMENT
+    stale_after = timedelta(seconds=config.lifecycle.stuck_after_seconds.created)
+    while True:
+        waiting = (
+            Order.objects.select_related("account")
+            .filter(account_id=order.account_id, status=OrderStatus.CREATED)
+            .order_by("account_seq")
+            .first()
+        )
+        if waiting is None or _seq(waiting) > _seq(order):
+            return None  # ours went out in an earlier holder's turn
+        if timezone.now() - waiting.created_at > stale_after:
+            cancel_unsent(waiting, "not sent within the time allowed after acceptance")
+            continue
+        sending = mark_submitting(waiting, actor=waiting.created_by or actor, trigger=trigger)
+        sending.account = waiting.account  # loaded already: the request needs no query
+        flight = send(sending)
+        if waiting.pk == order.pk:
+            return flight
+        if flight.hand_over_after(TURN_HANDOVER_SECONDS):
+            settle(flight, actor=waiting.created_by or actor)
+        else:
+            settle_when_answered(flight, actor=waiting.created_by or actor)

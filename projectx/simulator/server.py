@@ -445,7 +445,8 @@ class GatewaySimulator:
         if path == "order/place" and isinstance(response, web.Response):
             # Outside the measured time: which order this was, so a client can match it.
             with contextlib.suppress(ValueError, TypeError, AttributeError):
-                order_id = parse_json(response.body or b"{}").get("orderId")
+                body = response.body
+                order_id = parse_json(body if isinstance(body, bytes) else b"{}").get("orderId")
                 custom_tag = parse_json(await request.read() or b"{}").get("customTag")
         self.request_timings.append(
             RequestTiming(path, received_at, seconds, response.status, order_id, custom_tag)

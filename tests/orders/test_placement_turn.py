@@ -6,7 +6,9 @@ the bot API, against the simulator on loopback (its hold fault keeps an answer b
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
 from django.core.management import call_command
+from django.utils import timezone
 
 from accounts.services import contract_resolve
 from orders.models import Order
@@ -83,3 +85,64 @@ class TestAHungBrokerCall:
         held = sorted(broker_orders(sim), key=lambda order: order["id"])
         keys = ["h0", "h1", "b0", "b1", "b2"]
         assert [order["customTag"] for order in held] == [tag_of(key) for key in keys]
+
+
+class TestARetryWhoseAnswerIsNotCached:
+    """A retry is answered from the cache without a query; when the cache does not have the
+    answer (evicted, another worker's memory, an outage), the acceptance transaction's unique
+    constraints find the first request, and the retry is answered from the database."""
+
+    def test_it_replays_the_first_answer_from_the_database(self, bot, sim) -> None:
+        first = place(bot, key="evicted")
+        cache.clear()
+        retry = place(bot, key="evicted")
+
+        # should answer the first response again, and send nothing more
+        assert retry.status_code == 201, retry.json()
+        assert retry["Idempotent-Replayed"] == "true"
+        assert retry.json() == first.json()
+        assert retry["ETag"] == first["ETag"]
+        assert len(broker_orders(sim)) == 1
+
+    def test_it_refuses_the_key_with_another_order(self, bot, sim) -> None:
+        place(bot, key="evicted-other")
+        cache.clear()
+        retry = place(bot, {**LIMIT_BUY, "size": 7}, key="evicted-other")
+
+        # should refuse the reuse of a key for a different order
+        assert retry.status_code == 422, retry.json()
+        assert retry.json()["error"]["code"] == "idempotency_key_reused"
+        assert len(broker_orders(sim)) == 1
+
+    def test_a_full_queue_does_not_refuse_a_retry_of_a_placed_order(self, bot, sim, tune) -> None:
+        placed = place(bot, key="placed-before")
+        tune("concurrency_control", max_queue_depth_per_account=1)
+        # An order of the account waits to be sent (its request's process died before).
+        Order.objects.create(
+            account=Order.objects.get().account,
+            contract_id=MNQ,
+            side="buy",
+            type="market",
+            size=1,
+            account_seq=99,
+            custom_tag="waiting",
+            state_entered_at=timezone.now(),
+        )
+        cache.clear()
+        retry = place(bot, key="placed-before")
+        fresh = place(bot, {**LIMIT_BUY, "size": 3}, key="new-one")
+
+        # should answer the retry with the first response, and refuse only the new order
+        assert retry.status_code == 201, retry.json()
+        assert retry.json()["id"] == placed.json()["id"]
+        assert fresh.status_code == 429, fresh.json()
+
+
+class TestWhereThePlacementsTimeWent:
+    def test_the_answer_says_how_long_each_step_took(self, bot, sim) -> None:
+        response = place(bot, key="timed")
+
+        # should name the steps with their durations in milliseconds
+        steps = dict(part.strip().split(";dur=") for part in response["Server-Timing"].split(","))
+        assert {"auth", "validation", "storing", "turn", "broker", "settling"} <= set(steps)
+        assert all(float(duration) >= 0 for duration in steps.values())
