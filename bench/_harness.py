@@ -4,6 +4,7 @@ app as real processes on loopback ports, and percentile maths."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import subprocess
@@ -36,6 +37,10 @@ def percentile(values: list[float], fraction: float) -> float:
 
 @contextlib.contextmanager
 def scratch_database(name: str) -> Iterator[str]:
+    # PostgreSQL is shared by every checkout on the machine: a bench run of another checkout
+    # (or a second run of this one) must not drop this run's database.
+    checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:6]
+    name = f"{name}_{checkout}_{os.getpid()}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')
