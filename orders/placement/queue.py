@@ -9,10 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Subquery, Value
-from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Account, PositionClose
@@ -28,7 +25,7 @@ from orders.placement.results import Outcome
 from orders.placement.submission import (
     Finish,
     InFlight,
-    mark_submitting,
+    mark_all_submitting,
     send,
     settle,
     settle_when_answered,
@@ -136,34 +133,36 @@ def _queue_state(
     account: Account, order: Order, contract_id: str, now: Any, turn: Turn
 ) -> tuple[bool, int]:
     """A close in progress on the contract, and how many orders wait before this one; tries
-    the account's turn in the same statement (PostgreSQL; the local lock on SQLite)."""
-    waiting = (
-        Order.objects.filter(account=OuterRef("pk"), status=OrderStatus.CREATED)
-        .exclude(pk=order.pk)
-        .order_by()
-        .values("account")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
+    the account's turn in the same statement (PostgreSQL; the local lock on SQLite).
+
+    Plain SQL: this runs on every placement, and compiling the same query through the ORM
+    cost more CPU than the round trip it shares."""
+    quote = connection.ops.quote_name
+    close_table, order_table = PositionClose._meta.db_table, Order._meta.db_table
     try_turn = turn.try_sql()
-    row = (
-        Account.objects.filter(pk=account.pk)
-        .annotate(
-            closing=Exists(
-                PositionClose.objects.lease_held(now=now).filter(
-                    account=OuterRef("pk"), contract_id=contract_id
-                )
-            ),
-            waiting=Coalesce(Subquery(waiting), 0),
-            turn=RawSQL(*try_turn) if try_turn else Value(False),
-        )
-        .values_list("closing", "waiting", "turn")
-        .get()
+    turn_sql, turn_params = try_turn if try_turn is not None else ("NULL", [])
+    sql = (
+        f"SELECT EXISTS (SELECT 1 FROM {quote(close_table)} WHERE account_id = %s"
+        " AND contract_id = %s AND state = %s AND lease_expires_at >= %s),"
+        f" (SELECT COUNT(*) FROM {quote(order_table)} WHERE account_id = %s AND status = %s"
+        f" AND id <> %s), {turn_sql}"
     )
-    closing, count, took = row
+    params = [
+        account.pk,
+        contract_id,
+        PositionClose.State.IN_PROGRESS,
+        PositionClose._meta.get_field("lease_expires_at").get_db_prep_value(now, connection),
+        account.pk,
+        OrderStatus.CREATED,
+        Order._meta.pk.get_db_prep_value(order.pk, connection),
+        *turn_params,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        closing, waiting, took = cursor.fetchone()
     turn.took(bool(took))
     turn.try_local()
-    return bool(closing), int(count)
+    return bool(closing), int(waiting)
 
 
 def _seq(order: Order) -> int:
@@ -185,13 +184,13 @@ def send_in_turn(
        unless acceptance took it already. The holder sends every order accepted before its own
        that is still waiting, then its own: whoever gets the turn, the broker sees the
        account's orders in the order the system accepted them.
-    2. Each call is waited for up to `TURN_HANDOVER_SECONDS`. An earlier order's answer is
-       applied within the turn (its own request reads it once it gets the turn); one that has
-       not answered is settled when it does, by a background thread.
+    2. Each call is waited for until it is on the wire, then up to `TURN_HANDOVER_SECONDS`
+       for its answer, before the next goes out. The earlier orders' answers are applied by
+       settling threads as they come (their own requests wait for that).
     3. The turn is given back once this order's call has answered or the bound passed, and
        this order is settled outside it (with its response stored, `finish`).
 
-    A request whose order was sent by an earlier holder reads the outcome from the database.
+    A request whose order was sent by an earlier holder waits for its outcome in the database.
     Orders left waiting longer than `lifecycle.stuckAfterSeconds.created` (their process died)
     are cancelled, never sent late.
     """
@@ -242,28 +241,37 @@ def send_in_turn(
 
 
 def _send_waiting(order: Order, *, actor: str, trigger: str) -> InFlight | None:
-    """In the turn: send the waiting orders up to `order`; its own call, or None when an
-    earlier holder sent it."""
+    """In the turn: send the waiting orders up to `order`, in sequence order; its own call, or
+    None when an earlier holder sent it.
+
+    They go to `submitting` together (one transaction, one durable commit for the lot), then
+    out one at a time, each after the previous one is on the wire and answered or past the
+    bound. The earlier orders' answers are applied by the settling threads as they come; their
+    own requests wait for that (`wait_until_settled`)."""
     config = settings.ORDER_MANAGEMENT
     stale_after = timedelta(seconds=config.lifecycle.stuck_after_seconds.created)
-    while True:
-        waiting = (
-            Order.objects.select_related("account")
-            .filter(account_id=order.account_id, status=OrderStatus.CREATED)
-            .order_by("account_seq")
-            .first()
+    waiting = list(
+        Order.objects.select_related("account")
+        .filter(
+            account_id=order.account_id,
+            status=OrderStatus.CREATED,
+            account_seq__lte=_seq(order),
         )
-        if waiting is None or _seq(waiting) > _seq(order):
-            return None  # ours went out in an earlier holder's turn
-        if timezone.now() - waiting.created_at > stale_after:
-            cancel_unsent(waiting, "not sent within the time allowed after acceptance")
-            continue
-        sending = mark_submitting(waiting, actor=waiting.created_by or actor, trigger=trigger)
-        sending.account = waiting.account  # loaded already: the request needs no query
-        flight = send(sending)
-        if waiting.pk == order.pk:
-            return flight
-        if flight.hand_over_after(TURN_HANDOVER_SECONDS):
-            settle(flight, actor=waiting.created_by or actor)
+        .order_by("account_seq")
+    )
+    if all(each.pk != order.pk for each in waiting):
+        return None  # ours went out in an earlier holder's turn
+    now = timezone.now()
+    due = []
+    for each in waiting:
+        if now - each.created_at > stale_after:
+            cancel_unsent(each, "not sent within the time allowed after acceptance")
         else:
-            settle_when_answered(flight, actor=waiting.created_by or actor)
+            due.append(each)
+    for each in mark_all_submitting(due, actor=actor, trigger=trigger):
+        flight = send(each)
+        if each.pk == order.pk:
+            return flight
+        flight.hand_over_after(TURN_HANDOVER_SECONDS)
+        settle_when_answered(flight, actor=each.created_by or actor)
+    return None  # ours was cancelled unsent: too old, or ended meanwhile

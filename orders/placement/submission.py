@@ -23,6 +23,7 @@ from django.utils import timezone
 from accounts.gateway import get_gateway
 from orders import lifecycle, wire
 from orders.exceptions import PlacementDeferred
+from orders.locking import lock_in_order
 from orders.models import Order, OrderStatus, TransitionTrigger
 from orders.placement import timing
 from orders.placement.release import order_release_unsent
@@ -83,15 +84,29 @@ class InFlight:
         return self.future.done()
 
 
-def mark_submitting(order: Order, *, actor: str, trigger: str) -> Order:
-    """`created` -> `submitting`, in its own transaction, committed before the call."""
-    return order_transition(
-        order_id=order.pk,
-        to_state=OrderStatus.SUBMITTING,
-        trigger=trigger,
-        actor=actor,
-        changes={"submitted_at": timezone.now()},
-    )
+def mark_all_submitting(orders: list[Order], *, actor: str, trigger: str) -> list[Order]:
+    """`created` -> `submitting` for each of these orders still `created`, in one transaction
+    committed before any of them is sent; in the given order, each with its account."""
+    if not orders:
+        return []
+    sending = []
+    with transaction.atomic():
+        locked = {o.pk: o for o in lock_in_order(orders=[o.pk for o in orders])["order"]}
+        for order in orders:
+            current = locked.get(order.pk)
+            if current is None or current.status != OrderStatus.CREATED:
+                continue  # ended meanwhile (cancelled unsent): never sent
+            order_transition(
+                order_id=current.pk,
+                to_state=OrderStatus.SUBMITTING,
+                trigger=trigger,
+                actor=order.created_by or actor,
+                changes={"submitted_at": timezone.now()},
+                locked=current,
+            )
+            current.account = order.account  # loaded already: the request needs no query
+            sending.append(current)
+    return sending
 
 
 def broker_request(order: Order) -> dict[str, Any]:
