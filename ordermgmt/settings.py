@@ -181,7 +181,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files (admin, API docs, the desk) from the app itself, in every mode: one process
     # serves the whole system, no separate web server needed.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "ordermgmt.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
