@@ -5,7 +5,8 @@ the issue-14 targets printed beside the figures. Four runs on one system (2 uvic
   system's own time is the API latency minus the broker's handling time of the same request,
   which the simulator measures itself (GET /_sim/timings).
 - spread: 20 accounts x 5 clients each.
-- one account: 50 clients on one account (one FIFO queue).
+- one account: 50 clients on one account (one FIFO queue, full: the depth limit of
+  `--queue-depth` is reached, and the requests beyond it are answered 429).
 - hung call: one placement whose broker answer is held back for 3 s; how soon after it the
   account's next order reaches the broker.
 
@@ -15,7 +16,7 @@ customTag twice at the broker) and FIFO (the broker's order ids rise with the ac
 acceptance sequence) are checked at the end of each run.
 
     .venv/bin/python bench/place_orders.py [--orders 1000] [--single 300] [--replays 100]
-        [--workers 2] [--runs single,spread,one-account,hung]
+        [--workers 2] [--queue-depth 25] [--runs single,spread,one-account,hung]
 """
 
 from __future__ import annotations
@@ -239,6 +240,9 @@ def load(
     target = f"   target {verdict(rate >= rate_target)} >={rate_target:.0f}" if rate_target else ""
     print(f"  throughput             {rate:7.1f} orders/s ({elapsed:.1f} s){target}")
     print_latency("API latency", [s.latency for s in samples], None, p99_target)
+    placed = [s.latency for s in samples if s.status != 429]
+    if len(placed) != len(samples):
+        print_latency("  of those placed", placed, None)
     only_allowed = set(statuses) <= allowed
     print(
         f"  responses              {dict(statuses)}   target {verdict(only_allowed)} only "
@@ -287,13 +291,23 @@ def main() -> None:
     parser.add_argument("--replays", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--runs", default="single,spread,one-account,hung")
+    parser.add_argument(
+        "--queue-depth",
+        type=int,
+        default=25,
+        help="maxQueueDepthPerAccount: 50 clients on one account fill 25 (beyond it: 429)",
+    )
     args = parser.parse_args()
     runs = set(args.runs.split(","))
     run_id = uuid.uuid4().hex[:8]
 
     with (
         scratch_database("ordermgmt_bench_place") as database,
-        running_system(database, workers=args.workers) as (app_url, sim_url, env),
+        running_system(database, workers=args.workers, queue_depth=args.queue_depth) as (
+            app_url,
+            sim_url,
+            env,
+        ),
     ):
         for account in SPREAD_ACCOUNTS:
             httpx.post(
@@ -304,7 +318,8 @@ def main() -> None:
         token = bot_token(env, "bench-bot", [ACCOUNT, *SPREAD_ACCOUNTS])
         print(
             f"placement through {args.workers} uvicorn workers on PostgreSQL, against the "
-            "simulator, on this machine (the bench's clients share its CPUs)"
+            f"simulator, queue depth {args.queue_depth} per account, on this machine (the "
+            "bench's clients share its CPUs)"
         )
         if "single" in runs:
             single(app_url, sim_url, token, args, run_id)

@@ -89,9 +89,10 @@ from projectx.ratelimit import RateLimiter, acquire_slot, limiter_for_user
 
 logger = logging.getLogger(__name__)
 
-# Set by a caller (in the task that makes the call) to hear when a request's last byte has been
-# written to the socket: from then on the broker may act on it, whatever becomes of the answer.
-# The account's placement turn is handed on from that moment (orders/placement/queue.py).
+# Set by a caller (in the task that makes the call) to hear when a mutating request's last
+# byte has been written to the socket: from then on the broker may act on it, whatever becomes
+# of the answer. The account's placement turn is handed on from that moment
+# (orders/placement/queue.py).
 on_request_written: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
     "projectx_on_request_written", default=None
 )
@@ -550,7 +551,8 @@ class ProjectXClient:
         if bearer is not None:
             headers["Authorization"] = f"Bearer {bearer}"
         content = dumps(body if body is not None else {})
-        written = on_request_written.get()
+        # Only a mutation's own request counts (not a login made on the way to it).
+        written = on_request_written.get() if endpoint in MUTATING_ENDPOINTS else None
         extensions = {"trace": _written_trace(written)} if written is not None else None
         try:
             response = await self._http.post(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from accounts.gateway import get_gateway
@@ -260,8 +261,7 @@ def _conclude(
     reason = reason[:2000]
     started = time.perf_counter()
     with transaction.atomic():
-        _commit_without_waiting_for_the_disk()
-        locked = Order.objects.select_for_update().get(pk=order.pk)
+        locked = _lock_committing_without_waiting_for_the_disk(order)
         locked.account = order.account  # loaded already: rendering needs no query
         if lifecycle.placement_answer_applies(locked):
             order_transition(
@@ -291,8 +291,10 @@ def _conclude(
     return Outcome(locked, status)
 
 
-def _commit_without_waiting_for_the_disk() -> None:
-    """This transaction's commit returns before its WAL reaches the disk (about 2 ms less).
+def _lock_committing_without_waiting_for_the_disk(order: Order) -> Order:
+    """Lock the order; this transaction's commit returns before its WAL reaches the disk
+    (about 2 ms less on this machine), set in the same statement (`set_config(..., true)` is
+    `SET LOCAL`): no round trip of its own.
 
     Safe for a broker's answer, and only for it: if PostgreSQL itself crashes within the next
     moment, the order is found `submitting` again with its record `processing`, which is where
@@ -300,10 +302,12 @@ def _commit_without_waiting_for_the_disk() -> None:
     meanwhile get 409, then 202). Nothing is ever sent twice from it. Acceptance and the move to
     `submitting` stay durable: they are what decides whether an order is sent.
     (docs/decisions/0006)"""
-    connection = transaction.get_connection()
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit = off")
+    orders = Order.objects.select_for_update()
+    if transaction.get_connection().vendor == "postgresql":
+        orders = orders.annotate(
+            _commit=RawSQL("set_config('synchronous_commit', 'off', true)", ())
+        )
+    return orders.get(pk=order.pk)
 
 
 def _adopt(locked: Order, to_state: str, reason: str, changes: dict[str, Any], actor: str) -> None:
