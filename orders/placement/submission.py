@@ -211,6 +211,7 @@ def wait_until_settled(order: Order, *, poll_seconds: float = 0.05) -> Order:
     when the call's own time is up (then the settling thread or the stuck sweep ends it)."""
     deadline = time.monotonic() + get_gateway().config.request_timeout + _ANSWER_GRACE_SECONDS
     while order.status == OrderStatus.SUBMITTING and time.monotonic() < deadline:
+        transaction.get_connection().close()  # back to the pool while we wait
         with _settled:
             _settled.wait(timeout=poll_seconds)
         order = Order.objects.select_related("account").get(pk=order.pk)

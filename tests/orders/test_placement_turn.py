@@ -5,11 +5,14 @@ the bot API, against the simulator on loopback (its hold fault keeps an answer b
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
 from django.utils import timezone
 
+from accounts.models import Account
 from accounts.services import contract_resolve
 from orders.models import Order
 from tests.helpers import LIMIT_BUY, MNQ, broker_orders, in_thread, place, wait_for
@@ -146,3 +149,40 @@ class TestWhereThePlacementsTimeWent:
         steps = dict(part.strip().split(";dur=") for part in response["Server-Timing"].split(","))
         assert {"auth", "validation", "storing", "turn", "broker", "settling"} <= set(steps)
         assert all(float(duration) >= 0 for duration in steps.values())
+
+
+class TestOrdersSentInAnotherRequestsTurn:
+    def test_an_earlier_waiting_order_that_hangs_is_settled_when_its_answer_comes(
+        self, bot, sim, accounts
+    ) -> None:
+        contract_resolve(contract_id=MNQ)
+        # Another process accepted an order and has not sent it yet (its request is slow).
+        account = Account.objects.get(pk=accounts[0].pk)
+        waiting = Order.objects.create(
+            account=account,
+            contract_id=MNQ,
+            side="buy",
+            type="limit",
+            size=4,
+            limit_price=Decimal("20000.00"),
+            account_seq=account.last_order_seq + 1,
+            idempotency_key="accepted-elsewhere",
+            custom_tag="om-accepted-elsewhere",
+            state_entered_at=timezone.now(),
+        )
+        Account.objects.filter(pk=account.pk).update(last_order_seq=account.last_order_seq + 1)
+        gate = sim.faults.hold_response(path="Order/place", then="answer")
+        mine = in_thread(lambda: place(bot, key="behind-it"))
+        gate.wait_until_acted()
+        wait_for(lambda: len(broker_orders(sim)) == 2, timeout=10, message="ours sent too")
+
+        # should send the earlier order first, then ours once the first was on the wire a moment
+        times = place_times(sim)
+        assert times[tag_of("behind-it")] - times[waiting.custom_tag] < NEXT_SENT_WITHIN_SECONDS
+        response = mine.result(timeout=30)
+        assert response.status_code == 201, response.json()
+        gate.release()
+        # should apply the held answer when it comes: the earlier order is open at the broker
+        wait_for(lambda: Order.objects.get(pk=waiting.pk).status == "open", message="settled")
+        held = sorted(broker_orders(sim), key=lambda order: order["id"])
+        assert [order["customTag"] for order in held] == [waiting.custom_tag, tag_of("behind-it")]
