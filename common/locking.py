@@ -162,10 +162,15 @@ class Turn:
             self.held = self._local_held = self._local_lock().acquire(blocking=False)
         return self.held
 
-    def wait(self, *, timeout: float) -> None:
-        """Block until the lock is ours, at most `timeout` seconds (TurnTimeout)."""
+    def wait(self, *, timeout: float, still_needed: Callable[[], bool] | None = None) -> bool:
+        """Block until the lock is ours, at most `timeout` seconds (TurnTimeout); True then.
+
+        `still_needed` is asked after a wait in memory, before waiting at PostgreSQL: False
+        (what the turn was wanted for was done meanwhile by a holder) ends the wait at once
+        and returns False. Under a queue of waiters this keeps those whose work is done from
+        taking empty turns one after another."""
         if self.held:
-            return
+            return True
         if connection.in_atomic_block:
             raise RuntimeError("a turn must not be waited for inside a transaction")
         started = time.perf_counter()
@@ -174,6 +179,9 @@ class Turn:
             connection.close()  # back to the pool while we wait in memory
             if not local.acquire(timeout=timeout):
                 raise TurnTimeout(f"lock {self.namespace}:{self.key} busy for {timeout} s")
+            if still_needed is not None and not still_needed():
+                local.release()
+                return False
         self._local_held = True
         if connection.vendor == "postgresql":
             remaining = max(0.001, timeout - (time.perf_counter() - started))
@@ -190,6 +198,7 @@ class Turn:
             metrics.lock_wait_seconds.labels("advisory").observe(time.perf_counter() - started)
             metrics.lock_acquisitions_total.labels("advisory").inc()
         self.held = True
+        return True
 
     def release(self) -> None:
         if not self.held:

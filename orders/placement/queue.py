@@ -199,10 +199,12 @@ def send_in_turn(
     mine: InFlight | None = None
     try:
         with timing.step("turn"):
-            turn.wait(timeout=config.concurrency_control.placement_turn_timeout_seconds)
             if accepted.sending:
                 mine = send(order)
-            else:
+            elif turn.wait(
+                timeout=config.concurrency_control.placement_turn_timeout_seconds,
+                still_needed=lambda: _still_waiting(order),
+            ):
                 mine = _send_waiting(order, actor=actor, trigger=trigger)
         if mine is not None:
             mine.hand_over_after(TURN_HANDOVER_SECONDS)
@@ -238,6 +240,10 @@ def send_in_turn(
         )
         return Outcome(current, 503, deferred=deferred)
     return Outcome(current, lifecycle.placement_http_status(current))
+
+
+def _still_waiting(order: Order) -> bool:
+    return Order.objects.filter(pk=order.pk, status=OrderStatus.CREATED).exists()
 
 
 def _send_waiting(order: Order, *, actor: str, trigger: str) -> InFlight | None:
