@@ -51,7 +51,9 @@ IDEMPOTENCY_DOC = (
     "409. Keys are kept for `idempotency.keyTtlSeconds` (1 hour by default). Without the header "
     "the key is derived from the order (account, contract, side, type, size, prices) and the "
     "current time bucket (`idempotency.derivedKeyBucketSeconds`, 60 s by default): an identical "
-    "order sent again within the same bucket is treated as a retry of the first."
+    "order sent again within the same bucket is treated as a retry of the first. Every answer "
+    "carries a `Server-Timing` header: the milliseconds each step of the placement took (auth, "
+    "validation, storing, turn, broker, settling, response)."
 )
 
 
