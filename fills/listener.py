@@ -62,6 +62,7 @@ from accounts import services as account_services
 from accounts.broker_session import SharedSessionClient
 from accounts.models import Account
 from common import metrics
+from common.transactions import applied_whole
 from fills import services
 from fills.models import ListenerHeartbeat
 from orders import fill_timeouts
@@ -135,7 +136,7 @@ def apply_events(
     close_old_connections()
     accounts = accounts if accounts is not None else {}
     try:
-        with services.backfill_deferred(), transaction.atomic():
+        with services.backfill_deferred(), transaction.atomic(), applied_whole():
             outcomes = _apply_setwise(events, trigger, accounts)
     except Exception:
         if not connection.is_usable():
