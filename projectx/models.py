@@ -111,12 +111,13 @@ def parse_wire_datetime(value: str | datetime) -> datetime:
     what .NET means when it omits one for a server-side time.
     """
     if isinstance(value, str):
+        text = value
         try:
             # Python 3.11 reads `Z` and 7-digit fractions itself (truncating, never rounding):
             # the common case, a third of the cost of a hub event's validation otherwise.
-            value = datetime.fromisoformat(value)
+            value = datetime.fromisoformat(text)
         except ValueError:
-            text = _FRACTION_TOO_LONG.sub(r"\1", value.strip())
+            text = _FRACTION_TOO_LONG.sub(r"\1", text.strip())
             if text.endswith(("Z", "z")):
                 text = text[:-1] + "+00:00"
             value = datetime.fromisoformat(text)
