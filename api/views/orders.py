@@ -26,6 +26,7 @@ from api.serializers import (
     OrderModifyInputSerializer,
     OrderOutputSerializer,
     OrderTransitionOutputSerializer,
+    order_placement_body,
 )
 from fills.selectors import order_fills
 from orders.amend import order_cancel, order_modify
@@ -146,7 +147,7 @@ class OrderListCreateApi(APIView):
             payload=payload_from(account=account, **fields),
             client_key=request.headers.get("Idempotency-Key"),
             actor=request.user.get_username(),
-            render=lambda order: OrderOutputSerializer(order).data,
+            render=order_placement_body,
         )
         response = _order_response(request, result.order, result.http_status, result.body)
         if result.replayed:
