@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
+from desk.selectors import order_row
 from orders.models import Order
 from projectx.client import ProjectXClient
 from tests.helpers import DEMO_ACCOUNT, MARKET_BUY, MNQ, place, read, wait_for
@@ -128,6 +129,31 @@ def test_a_sibling_the_broker_does_not_cancel_in_time_is_cancelled_by_us(
     assert position_size(sim) == 0
 
 
+def test_the_admin_and_the_desk_show_the_group_together(
+    bot, sim, listener, staff_client, accounts
+) -> None:
+    listener()
+    entry, stop, target = placed_group(bot, key="group-shown")
+    page = staff_client.get(f"/admin/orders/order/{stop.pk}/change/").content.decode()
+    # should show, on a child's page, its entry and its sibling, each a link to its own page
+    for member in (entry, stop, target):
+        assert f"/admin/orders/order/{member.pk}/change/" in page
+    assert "Stop loss" in page and "Take profit" in page
+    listing = staff_client.get(f"/admin/orders/order/?q={entry.pk}").content.decode()
+    # should find the children by their entry's id in the admin's search
+    assert str(stop.pk) in listing and str(target.pk) in listing
+
+    staff_client.force_login(bot.user)
+    rows = {row["id"]: row for row in staff_client.get("/desk/snapshot/").json()["orders"]}
+    # should give the desk each member's role and the group it belongs to
+    assert (rows[str(entry.pk)]["role"], rows[str(entry.pk)]["parent"]) == ("entry", None)
+    assert (rows[str(stop.pk)]["role"], rows[str(stop.pk)]["parent"]) == (
+        "stop_loss",
+        str(entry.pk),
+    )
+    assert rows[str(entry.pk)]["unprotected"] is False
+
+
 # --- The protection guarantee ------------------------------------------------------------------
 
 
@@ -177,9 +203,10 @@ def test_alert_only_records_and_counts_and_leaves_the_position(bot, sim, listene
     entry, stop, _ = placed_group(bot, key="group-alert")
     sim.broker.cancel_order("demo", DEMO_ACCOUNT, stop.broker_order_id)
     wait_for(lambda: Order.objects.get(pk=entry.pk).protection == "unprotected", message="recorded")
-    # should count it and leave the position as it is
+    # should count it, leave the position as it is, and flag the entry on the desk
     assert read(UNPROTECTED) == before + 1
     assert position_size(sim) == 1
+    assert order_row(Order.objects.select_related("account").get(pk=entry.pk))["unprotected"]
 
 
 def test_the_stuck_sweep_guards_the_groups_while_no_listener_runs(bot, sim, listener, tune) -> None:
