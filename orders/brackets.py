@@ -40,7 +40,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from accounts.gateway import get_gateway
@@ -67,6 +67,8 @@ AUTO_OCO_MARKER = "Auto OCO Brackets"
 OCO_BY_BROKER = "broker"
 OCO_BY_US = "ordermgmt"
 BROKER_READ_BUDGET_SECONDS = 5.0
+# A broker's OCO cancel older than this is not recorded any more (it is history by then).
+RECORD_OCO_WITHIN = timedelta(hours=1)
 # Order/search starts this long before the oldest guarded entry was sent.
 SEARCH_MARGIN = timedelta(minutes=1)
 
@@ -183,26 +185,37 @@ def brackets_guard(
 
 def _oco_sweep(orders: Any, *, now: datetime) -> Counter[str]:
     done: Counter[str] = Counter()
-    filled_legs = {
-        str(leg.bracket_parent_id): leg
-        for leg in orders.filter(
-            bracket_role__in=CHILD_ROLES,
-            bracket_parent_id__isnull=False,
-            status=OrderStatus.FILLED,
-        ).exclude(last_fill_at=None)
-    }
-    if not filled_legs:
-        return done
-    siblings = (
-        orders.filter(bracket_parent_id__in=list(filled_legs), bracket_role__in=CHILD_ROLES)
-        .exclude(status=OrderStatus.FILLED)
+    # The children still to settle: working ones, and ones cancelled lately and not yet
+    # recorded, each with a sibling that filled completely. Older cancels are history.
+    filled_sibling = Order.objects.filter(
+        bracket_parent_id=OuterRef("bracket_parent_id"),
+        bracket_role__in=CHILD_ROLES,
+        status=OrderStatus.FILLED,
+    ).exclude(pk=OuterRef("pk"))
+    siblings = list(
+        orders.filter(bracket_role__in=CHILD_ROLES, bracket_parent_id__isnull=False)
         .filter(oco_cancelled_by="")
+        .filter(
+            Q(status__in=lifecycle.WORKING)
+            | Q(status=OrderStatus.CANCELLED, state_entered_at__gte=now - RECORD_OCO_WITHIN)
+        )
+        .filter(Exists(filled_sibling))
         .select_related("account")
     )
+    if not siblings:
+        return done
+    filled_legs = {
+        str(leg.bracket_parent_id): leg
+        for leg in Order.objects.filter(
+            bracket_parent_id__in=[s.bracket_parent_id for s in siblings],
+            bracket_role__in=CHILD_ROLES,
+            status=OrderStatus.FILLED,
+        )
+    }
     within = _within("oco_cancel_within_seconds")
     for sibling in siblings:
-        leg = filled_legs[str(sibling.bracket_parent_id)]
-        if sibling.pk == leg.pk:
+        leg = filled_legs.get(str(sibling.bracket_parent_id))
+        if leg is None or leg.pk == sibling.pk or leg.last_fill_at is None:
             continue
         try:
             if sibling.status == OrderStatus.CANCELLED:
@@ -274,7 +287,7 @@ def _cancel_sibling(sibling: Order, leg: Order) -> str:
 def _guarded(orders: Any) -> Any:
     return (
         orders.filter(bracket_role=BracketRole.ENTRY, stop_loss_ticks__isnull=False)
-        .filter(filled_size__gt=0)
+        .filter(filled_size__gt=0, last_fill_at__isnull=False)
         .exclude(protection=Protection.ENDED)
         .select_related("account")
     )
