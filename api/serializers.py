@@ -185,7 +185,9 @@ class OrderOutputSerializer(serializers.ModelSerializer):
     def get_brackets(self, order: Order) -> list[dict[str, Any]] | None:
         if order.bracket_role != BracketRole.ENTRY:
             return None
-        children = (self.context.get("bracket_children") or bracket_children([order.pk])).get(
+        # A list passes every entry's children in its context (one query for the page).
+        known = self.context.get("bracket_children")
+        children = (known if known is not None else bracket_children([order.pk])).get(
             str(order.pk), []
         )
         return [_child(child) for child in children]

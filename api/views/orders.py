@@ -30,9 +30,10 @@ from api.serializers import (
 )
 from fills.selectors import order_fills
 from orders.amend import order_cancel, order_modify
+from orders.brackets import bracket_children
 from orders.exceptions import CloseFailed, IfMatchRequired
 from orders.lifecycle import cancel_http_status
-from orders.models import Order, OrderIncludingArchived
+from orders.models import BracketRole, Order, OrderIncludingArchived
 from orders.placement import order_place
 from orders.position_close import position_close
 from orders.selectors import (
@@ -116,8 +117,10 @@ class OrderListCreateApi(APIView):
             else OrderOutputSerializer
         )
         paginator = OrderPagination()
-        page = paginator.paginate_queryset(orders, request, view=self)
-        return paginator.get_paginated_response(output(page, many=True).data)
+        page = paginator.paginate_queryset(orders, request, view=self) or []
+        entries = [order.pk for order in page if order.bracket_role == BracketRole.ENTRY]
+        context = {"bracket_children": bracket_children(entries)}
+        return paginator.get_paginated_response(output(page, many=True, context=context).data)
 
     @extend_schema(
         operation_id="orders_create",
