@@ -157,13 +157,18 @@ def test_the_admin_and_the_desk_show_the_group_together(
 # --- The protection guarantee ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("side", ["buy", "sell"])
 def test_a_stop_cancelled_by_someone_else_gets_the_position_flattened_within_the_window(
-    bot, sim, listener, tune
+    bot, sim, listener, tune, side
 ) -> None:
     tune("brackets", protect_within_seconds=1.0)
     listener()
     before = read(UNPROTECTED)
-    entry, stop, target = placed_group(bot, key="group-cut")
+    entry, stop, target = placed_group(
+        bot, key=f"group-cut-{side}", body={**BRACKETED_BUY, "side": side}
+    )
+    # should put the stop on the losing side of the fill (below a long, above a short)
+    assert stop.stop_price == (Decimal("20998.00") if side == "buy" else Decimal("21002.00"))
     wait_for(lambda: Order.objects.get(pk=entry.pk).protection == "protected", message="guarded")
     assert position_size(sim) == 1
 
@@ -180,6 +185,32 @@ def test_a_stop_cancelled_by_someone_else_gets_the_position_flattened_within_the
     # should not act twice on the same entry
     wait_for(lambda: Order.objects.get(pk=entry.pk).protection == "ended", message="guard ends")
     assert read(UNPROTECTED) == before + 1
+
+
+def test_a_partly_filled_entry_still_working_is_protected_by_its_suspended_stop(
+    bot, sim, listener, tune
+) -> None:
+    tune("brackets", protect_within_seconds=0.2)
+    running = listener()
+    body = {**BRACKETED_BUY, "type": "limit", "limit_price": "20000.00", "size": 2}
+    entry_id = place(bot, body, key="group-partial").json()["id"]
+    wait_for(lambda: Order.objects.get(pk=entry_id).broker_order_id is not None, message="sent")
+    entry = Order.objects.get(pk=entry_id)
+    sim.fill_order(entry.broker_order_id, size=1, price="20000.00")
+    wait_for(
+        lambda: Order.objects.get(pk=entry_id).protection == "protected",
+        message="the partial fill checked",
+    )
+    # past the window, and rechecked through REST a few times since
+    wait_for(
+        lambda: running.listener.stats.outcomes["protection:protected"] >= 3,
+        message="rechecks",
+    )
+    # should leave the position alone: the broker arms the stop when the entry completes
+    stops = [o for o in sim.broker.orders(DEMO_ACCOUNT) if o.get("customTag", "").endswith("-SL")]
+    assert [s["status"] for s in stops] == [8]  # Suspended
+    assert position_size(sim) == 1
+    assert Order.objects.get(pk=entry_id).unprotected_at is None
 
 
 def test_a_stop_lost_while_the_hub_is_silent_is_found_through_rest(
