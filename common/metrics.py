@@ -111,3 +111,8 @@ listener_task_restarts_total = Counter(
     "after a failure, by task",
     ["task"],
 )
+order_unprotected_positions_total = Counter(
+    "order_unprotected_positions_total",
+    "Filled bracket entries found without a working stop-loss child covering them at the broker "
+    "within brackets.protectWithinSeconds (then flattened, or alerted: brackets.onUnprotected)",
+)

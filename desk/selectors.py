@@ -40,6 +40,10 @@ def order_row(order: Order) -> dict[str, Any]:
         "created_at": order.created_at.isoformat() if order.created_at else None,
         "version": order.version,
         "terminal": order.status in TERMINAL,
+        # Bracket groups: the role, the entry a child belongs to, an entry left unprotected.
+        "role": order.bracket_role or None,
+        "parent": str(order.bracket_parent_id) if order.bracket_parent_id else None,
+        "unprotected": order.unprotected_at is not None,
     }
 
 

@@ -79,7 +79,7 @@
       el("td", {}, String(row.account)),
       el("td", {}, row.contract_id),
       el("td", { class: row.side }, row.side),
-      el("td", {}, row.type),
+      typeCell(row),
       el("td", { class: "status status-" + row.status, "data-field": "status" }, row.status.replace("_", " ")),
       filledCell(row),
       el("td", { class: "num" }, row.avg_fill_price ?? "–"),
@@ -94,6 +94,27 @@
       tr.classList.add("flash");
     }
     $("#no-orders").hidden = orders.size > 0;
+  }
+
+  // A bracket group shows together: the entry and its children carry the group's id (the
+  // entry's), each its role; an entry whose stop the broker lost is flagged.
+  const ROLES = { entry: "entry", stop_loss: "SL", take_profit: "TP" };
+  function typeCell(row) {
+    const td = el("td", {}, row.type);
+    if (row.role) {
+      const group = (row.parent || row.id).slice(0, 8);
+      td.append(" ", el("span", {
+        class: "badge badge-bracket", "data-field": "role", "data-group": row.parent || row.id,
+        title: `Bracket group ${group}`,
+      }, `${ROLES[row.role] || row.role} ${group}`));
+    }
+    if (row.unprotected) {
+      td.append(" ", el("span", {
+        class: "badge badge-unprotected", "data-field": "unprotected",
+        title: "Filled without a working stop loss at the broker (brackets.onUnprotected)",
+      }, "unprotected"));
+    }
+    return td;
   }
 
   // An overfill is kept as the broker reported it: the badge says the numbers are not a typo.
