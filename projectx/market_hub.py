@@ -99,6 +99,7 @@ class MarketHubClient(UserHubClient):
         }
         self._wanted: dict[Feed, set[str]] = {"quotes": set(), "trades": set(), "depth": set()}
         self._connection: _HubConnection | None = None
+        self._connection_number = 0  # which of `_connections` `_connection` is
 
     # -- Subscriptions ----------------------------------------------------------------------------
 
@@ -135,8 +136,14 @@ class MarketHubClient(UserHubClient):
         else:
             wanted.discard(contract_id)
         connection = self._connection
-        if connection is None or not self._connected:
-            return  # the next connection subscribes from `_wanted`
+        if (
+            connection is None
+            or not self._connected
+            or self._connection_number != self._connections
+        ):
+            # No connection, or a new one whose `_subscribe` has not started: that one (or the
+            # next) subscribes from `_wanted`, which already says what is wanted.
+            return
         method = (_SUBSCRIBE if subscribe else _UNSUBSCRIBE)[feed]
         try:
             await asyncio.wait_for(
@@ -148,7 +155,9 @@ class MarketHubClient(UserHubClient):
 
     async def _subscribe(self, connection: _HubConnection) -> None:
         """Every recorded subscription on a fresh connection, each confirmed."""
-        self._connection = connection
+        # No await before `invocations` is built: a `_change` either sees this connection
+        # recorded (and invokes itself) or its wish is in `_wanted` when this reads it.
+        self._connection, self._connection_number = connection, self._connections
         invocations = [
             _invoke(connection, _SUBSCRIBE[feed], [contract_id])
             for feed, contract_ids in self._wanted.items()
