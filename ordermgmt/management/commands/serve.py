@@ -88,11 +88,9 @@ class Command(BaseCommand):
         token = None
         if simulator is not None:
             token = self._print_demo_bot(url, accounts)
+            user = SIMULATOR_DEFAULTS["username"]
             walk = "prices walk" if options["price_walk"] else "prices still"
-            self.stdout.write(
-                f"  simulator: {simulator.base_url} (user {SIMULATOR_DEFAULTS['username']}, "
-                f"{walk})"
-            )
+            self.stdout.write(f"  simulator: {simulator.base_url} (user {user}, {walk})")
         self.stdout.flush()
         demo = None
         if options["demo"] and simulator is not None and token and accounts:
