@@ -8,8 +8,10 @@ watchdog and ``force_reconnect()``. What differs:
 
 1. Subscriptions are per contract and change while connected: ``subscribe_contract_quotes(id)``
    (and trades, depth, and the ``unsubscribe_*`` twins) records the wish and, when a connection
-   is up, invokes it there at once and waits for the Completion. A failed or unanswered
-   invocation restarts the connection, like a failed subscription of the user hub.
+   is up, invokes it there at once and waits for the Completion. An unanswered invocation
+   restarts the connection, like a failed subscription of the user hub; one the hub refuses
+   (an error Completion: e.g. a contract it does not know) is dropped from the record and
+   logged, so that one bad contract cannot fail every connection and reconnect for ever.
 2. After every (re)connection all recorded subscriptions are invoked again and confirmed before
    ``on_connected`` runs: the hub forgets them with the connection and replays nothing.
 3. Events carry two arguments, ``(contractId, data)`` [6.3]: callbacks get the contract id and
@@ -126,8 +128,9 @@ class MarketHubClient(UserHubClient):
         await self._change("depth", contract_id, subscribe=False)
 
     async def _change(self, feed: Feed, contract_id: str, *, subscribe: bool) -> None:
-        """Record the wish, then tell the current connection, if any. A connection that fails
-        to confirm is restarted, and the next one subscribes from the record."""
+        """Record the wish, then tell the current connection, if any. A subscription the hub
+        refuses is dropped from the record (see `_refused`); one it does not answer restarts
+        the connection, and the next one subscribes from the record."""
         wanted = self._wanted[feed]
         if (contract_id in wanted) == subscribe:
             return
@@ -149,21 +152,39 @@ class MarketHubClient(UserHubClient):
             await asyncio.wait_for(
                 _invoke(connection, method, [contract_id]), self._subscribe_timeout
             )
+        except HubSubscribeError as refusal:
+            if subscribe:
+                self._refused(feed, contract_id, refusal)
         except Exception as exc:
             if connection is self._connection and self._connected:
                 self.force_reconnect(f"{method}({contract_id}) not confirmed: {exc}")
+
+    def _refused(self, feed: Feed, contract_id: str, refusal: HubSubscribeError) -> None:
+        """The hub said no to one contract (e.g. one it does not know): keeping it would fail
+        every connection's subscriptions and reconnect for ever, so it is forgotten; asking
+        again later is the caller's choice."""
+        self._wanted[feed].discard(contract_id)
+        logger.warning("market hub refused %s of %s: %s", feed, contract_id, refusal)
 
     async def _subscribe(self, connection: _HubConnection) -> None:
         """Every recorded subscription on a fresh connection, each confirmed."""
         # No await before `invocations` is built: a `_change` either sees this connection
         # recorded (and invokes itself) or its wish is in `_wanted` when this reads it.
         self._connection, self._connection_number = connection, self._connections
-        invocations = [
-            _invoke(connection, _SUBSCRIBE[feed], [contract_id])
+        wishes = [
+            (feed, contract_id)
             for feed, contract_ids in self._wanted.items()
             for contract_id in sorted(contract_ids)
         ]
-        await asyncio.gather(*invocations)
+        outcomes = await asyncio.gather(
+            *(_invoke(connection, _SUBSCRIBE[feed], [contract_id]) for feed, contract_id in wishes),
+            return_exceptions=True,
+        )
+        for (feed, contract_id), outcome in zip(wishes, outcomes, strict=True):
+            if isinstance(outcome, HubSubscribeError):
+                self._refused(feed, contract_id, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome  # not answered: the connection is restarted
         logger.info(
             "market hub subscribed: %s",
             {feed: sorted(ids) for feed, ids in self._wanted.items() if ids},

@@ -231,3 +231,29 @@ async def test_an_unreadable_event_is_dropped_and_the_stream_goes_on(
     # should count the bad event as dropped, and still deliver the good ones
     assert hub.health().events_dropped == 1
     assert recorder.quotes[0][1].last_price == Decimal("21000")
+
+
+async def test_a_refused_subscription_is_dropped_without_costing_the_connection(
+    simulator: GatewaySimulator, client: ProjectXClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from projectx import market_hub as module
+
+    recorder = Recorder()
+    async with market_hub(simulator, client, recorder) as hub:
+        await hub.wait_until_subscribed()
+        await hub.subscribe_contract_quotes(MNQ)
+        # A method the hub does not know stands in for a contract it refuses: an error
+        # Completion, the way the gateway answers a subscription it will not take.
+        monkeypatch.setitem(module._SUBSCRIBE, "trades", "SubscribeNothingKnown")
+        await hub.subscribe_contract_trades(MNQ)
+        # should forget the refused one, keep the good one, and keep the connection
+        assert hub.subscriptions("trades") == frozenset()
+        assert hub.subscriptions("quotes") == frozenset({MNQ})
+        await in_thread(simulator.faults.drop_hub_connections, hub="market")
+        await recorder.wait_for(lambda: recorder.connected == 2)
+        # should subscribe the next connection to what is still wanted, and nothing else
+        assert market_subscriptions(simulator) == [{f"quote:{MNQ}"}]
+
+    # should have lost the connection only to the drop
+    assert recorder.disconnect_reasons[0].startswith("ConnectionClosed")
+    assert recorder.disconnect_reasons[1:] == ["stopped"]
