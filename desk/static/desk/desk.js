@@ -143,7 +143,7 @@
 
   // Prices move without a new version of the position: their cells are patched in place.
   function pnlCell(pnl) {
-    const sign = pnl === null || pnl === undefined ? "" : pnl.startsWith("-") ? " loss" : " gain";
+    const sign = pnl == null || pnl === "0" ? "" : pnl.startsWith("-") ? " loss" : " gain";
     return el("td", { class: "num pnl" + sign, "data-field": "unrealized_pnl" }, pnl ?? "–");
   }
 
