@@ -29,7 +29,9 @@ def test_quotes_reach_the_api_while_a_position_is_open_and_stop_when_it_closes(
     sim, bot, listener, market_data, contract_known
 ) -> None:
     listener()
-    task = market_data()
+    # A poll too slow to matter here: subscribing and unsubscribing follow the order_changed
+    # and position_changed signals of this process.
+    task = market_data(poll_interval=60)
     # should watch nothing while nothing is held or working
     wait_for(lambda: sim.hub_connections("market"), message="the market hub connection")
     assert market_subscriptions(sim) == set()
@@ -58,6 +60,24 @@ def test_quotes_reach_the_api_while_a_position_is_open_and_stop_when_it_closes(
     wait_for(lambda: market_subscriptions(sim) == set(), message="the unsubscription")
     assert task.feed.subscribed_contracts == frozenset()
     wait_for(lambda: last_prices([MNQ]) == {}, message="the price forgotten")
+
+
+def test_a_position_written_by_another_process_is_found_by_the_poll(
+    sim, accounts, market_data, contract_known
+) -> None:
+    market_data(poll_interval=0.3)
+    wait_for(lambda: sim.hub_connections("market"), message="the market hub connection")
+    # Written as another process would: no signal reaches this process's task.
+    Position.objects.create(
+        account=accounts[0], contract_id=MNQ, type="short", size=1, average_price=Decimal("21001")
+    )
+    # should subscribe within a poll and cache the market price
+    wait_for(lambda: market_subscriptions(sim) == {f"quote:{MNQ}"}, message="the subscription")
+    wait_for(lambda: MNQ in last_prices([MNQ]), message="the price in the cache")
+    assert last_prices([MNQ])[MNQ].price == Decimal("21000")
+    Position.objects.filter(contract_id=MNQ).update(type="flat", size=0)
+    # should unsubscribe within a poll once it is flat
+    wait_for(lambda: market_subscriptions(sim) == set(), message="the unsubscription")
 
 
 def test_a_dropped_market_hub_connection_is_subscribed_again(
