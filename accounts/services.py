@@ -14,6 +14,7 @@ from django.utils import timezone
 from accounts.gateway import get_gateway
 from accounts.models import PRICE_DIGITS, Account, Contract, Position, PositionType
 from accounts.signals import position_changed
+from common.transactions import atomic_statement
 from projectx import enums
 from projectx.errors import BrokerRejected
 from projectx.models import Account as WireAccount
@@ -112,7 +113,6 @@ _POSITION_TYPES = {
 }
 
 
-@transaction.atomic
 def position_apply(*, account: Account, wire: WirePosition, closed: bool = False) -> str:
     """Mirror the broker's net position in one contract, ordered by the broker's timestamp.
 
@@ -120,6 +120,11 @@ def position_apply(*, account: Account, wire: WirePosition, closed: bool = False
     applied (`WHERE last_server_ts <= EXCLUDED.last_server_ts`); the version rises with every
     write. A stale event changes nothing.
     """
+    with atomic_statement():
+        return _position_apply(account, wire, closed)
+
+
+def _position_apply(account: Account, wire: WirePosition, closed: bool) -> str:
     flat = closed or wire.is_flat
     now = timezone.now()
     position = Position(
@@ -194,11 +199,11 @@ def positions_reconcile(
     )
 
 
-@transaction.atomic
 def account_apply(*, wire: WireAccount) -> None:
-    Account.objects.filter(broker_account_id=wire.id).update(
-        name=wire.name,
-        balance=wire.balance,
-        can_trade=wire.can_trade,
-        version=F("version") + 1,
-    )
+    with atomic_statement():
+        Account.objects.filter(broker_account_id=wire.id).update(
+            name=wire.name,
+            balance=wire.balance,
+            can_trade=wire.can_trade,
+            version=F("version") + 1,
+        )
