@@ -171,6 +171,7 @@ INSTALLED_APPS = [
     "accounts",
     "orders",
     "fills",
+    "marketdata",
     # The interfaces on top of it.
     "desk",
     "ops",

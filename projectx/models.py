@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from projectx.enums import OrderSide, OrderStatus, OrderType, PositionType
+from projectx.enums import DomType, OrderSide, OrderStatus, OrderType, PositionType, TradeLogType
 
 # ---------------------------------------------------------------------------------------------
 # JSON codec
@@ -242,6 +242,49 @@ class Bar(WireModel):
     low: WireDecimal = Field(alias="l")
     close: WireDecimal = Field(alias="c")
     volume: int = Field(alias="v")
+
+
+# ---------------------------------------------------------------------------------------------
+# Market hub data (reference section 6.3), the second argument of each event. The reference
+# marks every field "brief": a real quote may carry only what changed, so all are optional.
+
+
+class Quote(WireModel):
+    """`GatewayQuote` data; `symbol` is the contract's symbolId (e.g. `F.US.MNQ`)."""
+
+    symbol: str | None = None
+    symbol_name: str | None = None
+    last_price: WireDecimal | None = None
+    best_bid: WireDecimal | None = None
+    best_ask: WireDecimal | None = None
+    change: WireDecimal | None = None
+    change_percent: WireDecimal | None = None
+    open: WireDecimal | None = None
+    high: WireDecimal | None = None
+    low: WireDecimal | None = None
+    volume: int | None = None
+    last_updated: WireDatetime | None = None
+    timestamp: WireDatetime | None = None
+
+
+class MarketTrade(WireModel):
+    """One print of `GatewayTrade` data (the event carries a list of them)."""
+
+    symbol_id: str | None = None
+    price: WireDecimal
+    timestamp: WireDatetime | None = None
+    type: TradeLogType | None = None
+    volume: int | None = None
+
+
+class DepthEntry(WireModel):
+    """One entry of `GatewayDepth` data (the event carries a list of them)."""
+
+    timestamp: WireDatetime | None = None
+    type: DomType
+    price: WireDecimal | None = None
+    volume: int | None = None
+    current_volume: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -153,11 +153,32 @@
         el("td", {}, String(row.account)), el("td", {}, row.contract_id),
         el("td", { class: row.type === "long" ? "buy" : "sell" }, row.type),
         el("td", { class: "num" }, String(row.size)),
-        el("td", { class: "num" }, row.average_price ?? "–"), action,
+        el("td", { class: "num" }, row.average_price ?? "–"),
+        el("td", { class: "num", "data-field": "last_price" }, row.last_price ?? "–"),
+        pnlCell(row.unrealized_pnl), action,
       );
       body.append(tr);
     }
     $("#no-positions").hidden = positions.size > 0;
+  }
+
+  // Prices move without a new version of the position: their cells are patched in place.
+  function pnlCell(pnl) {
+    const sign = pnl == null || pnl === "0" ? "" : pnl.startsWith("-") ? " loss" : " gain";
+    return el("td", { class: "num pnl" + sign, "data-field": "unrealized_pnl" }, pnl ?? "–");
+  }
+
+  function applyMarks(rows) {
+    for (const mark of rows) {
+      const known = positions.get(mark.key);
+      if (!known) continue;
+      known.last_price = mark.last_price;
+      known.unrealized_pnl = mark.unrealized_pnl;
+      const tr = document.querySelector(`tr[data-position="${mark.key}"]`);
+      if (!tr) continue;
+      tr.querySelector('[data-field="last_price"]').textContent = mark.last_price ?? "–";
+      tr.querySelector('[data-field="unrealized_pnl"]').replaceWith(pnlCell(mark.unrealized_pnl));
+    }
   }
 
   // --- The order's story ---------------------------------------------------------------------
@@ -233,6 +254,7 @@
   function handle(message) {
     if (message.type === "order") applyOrder(message.row);
     else if (message.type === "position") applyPosition(message.row);
+    else if (message.type === "marks") applyMarks(message.rows);
   }
 
   function connect() {
