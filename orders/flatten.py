@@ -49,8 +49,8 @@ from accounts.models import Account, AccountAudit, AccountFlatten, TradingState,
 from accounts.services import account_trading_state_set
 from orders import lifecycle
 from orders.amend import order_cancel
-from orders.exceptions import FlattenFailed, OrderError
-from orders.models import Order, TransitionTrigger
+from orders.exceptions import FlattenFailed, NotCancellable, OrderError
+from orders.models import Order, OrderStatus, TransitionTrigger
 from orders.services import order_apply_broker_order
 from projectx.enums import PositionType
 from projectx.errors import AmbiguousError, GatewayError
@@ -287,9 +287,14 @@ def _run(lease: _Lease, *, actor: str, trigger: str) -> None:
 
     for order in ours.filter(status__in=lifecycle.CANCELLABLE).order_by("account_seq"):
         lease.renew()
-        record(_cancelled_entry(order.pk, order.broker_order_id, order.contract_id))
+        entry = _cancelled_entry(order.pk, order.broker_order_id, order.contract_id)
+        record(entry)
         try:
             order_cancel(order_id=order.pk, expected_version=None, actor=actor, trigger=trigger)
+        except NotCancellable:
+            # It had ended (filled, say) before the cancel reached it: nothing was cancelled.
+            cancelled.remove(entry)
+            lease.write(cancelled=list(cancelled))
         except Exception as exc:  # the broker's list below decides whether it matters
             logger.warning("cancel of order %s during a flatten failed: %s", order.pk, exc)
 
@@ -316,6 +321,16 @@ def _run(lease: _Lease, *, actor: str, trigger: str) -> None:
 
     _wait(nothing_working, "the broker to confirm the cancels", deadline, lease)
     _adopt_broker_view(ours.filter(status__in=lifecycle.WORKING), lease, actor=actor)
+    # What was asked is not what was cancelled: an order that filled before its cancel
+    # reached the broker (the broker refused the cancel) is no longer listed.
+    ended_cancelled = {
+        str(pk)
+        for pk in ours.filter(
+            pk__in=[e["order"] for e in cancelled if e["order"]], status=OrderStatus.CANCELLED
+        ).values_list("pk", flat=True)
+    }
+    cancelled = [e for e in cancelled if e["order"] is None or e["order"] in ended_cancelled]
+    lease.write(cancelled=list(cancelled))
 
     # 5. Every open position, as it stands now, closed at market.
     lease.step(Step.CLOSING_POSITIONS, actor)
