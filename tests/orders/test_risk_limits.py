@@ -127,6 +127,9 @@ def test_a_halted_account_answers_409_until_resumed_and_the_key_then_places(bot,
     response = place(bot, key="while-halted")
     body = assert_risk_refusal(response, status=409, code="account_halted", limit="tradingState")
     assert "desk says stop" in body["error"]["fields"]["reason"]
+    # should show the state per account on /metrics (the AccountHalted alert reads it)
+    assert read("order_account_trading_state", account=str(DEMO_ACCOUNT), state="halted") == 1
+    assert read("order_account_trading_state", account=str(DEMO_ACCOUNT), state="active") == 0
     assert broker_orders(sim) == []
     assert not Order.objects.filter(idempotency_key="while-halted").exists()
     # a bot may halt its account, not lift the halt
@@ -210,6 +213,8 @@ def test_the_daily_loss_limit_switches_to_reduce_only_from_real_trades(
     assert Decimal(account["realized_pnl_today"]) == expected.quantize(Decimal("0.01"))
     assert expected <= Decimal("-15")
     assert account["trading_state_cause"] == "daily_loss_limit"
+    # should say so on /metrics (the DailyLossLimitReached alert reads it)
+    assert read("order_account_daily_loss_limit_reached", account=str(DEMO_ACCOUNT)) == 1
     # an order that would grow the position is refused, naming the loss limit
     sent = len(broker_orders(sim))
     response = place(bot, {**MARKET_BUY, "size": 1}, key="more")
