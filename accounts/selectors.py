@@ -49,7 +49,9 @@ class RiskLimits:
             "maxPositionSize": self.max_position_size,
             "maxWorkingOrders": self.max_working_orders,
             "maxOrdersPerMinute": self.max_orders_per_minute,
-            "dailyLossLimit": None if self.daily_loss_limit is None else str(self.daily_loss_limit),
+            "dailyLossLimit": None
+            if self.daily_loss_limit is None
+            else format(self.daily_loss_limit.normalize(), "f"),
             "onDailyLossLimit": self.on_daily_loss_limit,
         }
 
