@@ -284,7 +284,8 @@ class RealizedPnl(models.Model):
     contract, never the fills. `trading_day` is the local date on which the day began
     (`risk.tradingDayStartsAt`)."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="realized_pnl")
+    # Derived from the fills (which protect the account themselves): goes with its account.
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="realized_pnl")
     contract_id = models.CharField(max_length=64)
     trading_day = models.DateField()
     profit_and_loss = models.DecimalField(default=Decimal("0"), **MONEY_DIGITS)

@@ -238,7 +238,7 @@ class Migration(migrations.Migration):
             model_name="realizedpnl",
             name="account",
             field=models.ForeignKey(
-                on_delete=django.db.models.deletion.PROTECT,
+                on_delete=django.db.models.deletion.CASCADE,
                 related_name="realized_pnl",
                 to="accounts.account",
             ),
