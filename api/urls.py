@@ -22,13 +22,9 @@ app_name = "api"
 
 urlpatterns = [
     path("accounts/", AccountListApi.as_view(), name="account-list"),
-    # As the issue spells them, and with the trailing slash the other routes have.
     path("accounts/<int:account_id>/halt", AccountHaltApi.as_view(), name="account-halt"),
-    path("accounts/<int:account_id>/halt/", AccountHaltApi.as_view()),
     path("accounts/<int:account_id>/resume", AccountResumeApi.as_view(), name="account-resume"),
-    path("accounts/<int:account_id>/resume/", AccountResumeApi.as_view()),
     path("accounts/<int:account_id>/flatten", AccountFlattenApi.as_view(), name="account-flatten"),
-    path("accounts/<int:account_id>/flatten/", AccountFlattenApi.as_view()),
     path("orders/", OrderListCreateApi.as_view(), name="order-list"),
     path("orders/<uuid:order_id>/", OrderDetailApi.as_view(), name="order-detail"),
     path("orders/<uuid:order_id>/cancel/", OrderCancelApi.as_view(), name="order-cancel"),
