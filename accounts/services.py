@@ -304,8 +304,8 @@ def account_resume(*, account: Account, actor: str, reason: str = "") -> Account
 RISK_ACTOR = "risk"
 
 
-def account_trading_state_current(*, locked: Account, now: datetime) -> str:
-    """The account's trading state for an acceptance, brought up to date first (the caller
+def account_trading_state_current(*, locked: Account, now: datetime) -> Account:
+    """The account with its trading state brought up to date for an acceptance (the caller
     holds the account's row lock, in its transaction):
 
     1. A state the daily loss limit set on an earlier trading day ends: back to active.
@@ -337,11 +337,18 @@ def account_trading_state_current(*, locked: Account, now: datetime) -> str:
             loss_limit_day=today,
         )
         transaction.on_commit(metrics.daily_loss_limit_reached_total.inc)
-    return locked.trading_state
+    return locked
 
 
-def account_loss_limit_check(*, account_id: int) -> str:
-    """After new trades of the account were stored: switch its state if the limit is reached."""
+def account_loss_limit_check(*, account_id: int) -> Account:
+    """After new trades of the account were stored: switch its state if the limit is reached.
+    Without a loss limit on the account, and nothing to expire, no lock is taken (this runs
+    after every trade the listener stores)."""
+    account = Account.objects.get(pk=account_id)
+    if account_limits(account).daily_loss_limit is None and not loss_limit_state_expired(
+        account, now=timezone.now()
+    ):
+        return account
     with transaction.atomic():
         locked = Account.objects.select_for_update().get(pk=account_id)
         return account_trading_state_current(locked=locked, now=timezone.now())
@@ -403,11 +410,6 @@ def realized_pnl_add(*, account_id: int, entries: Iterable[RealizedEntry]) -> No
 
 def _loss_limit_check_after_commit(account_id: int) -> None:
     try:
-        account = Account.objects.get(pk=account_id)
-        if account_limits(account).daily_loss_limit is None and not loss_limit_state_expired(
-            account, now=timezone.now()
-        ):
-            return  # no limit on this account: no lock taken for every trade
         account_loss_limit_check(account_id=account_id)
     except Exception:  # the next acceptance checks again; a fill must never fail for this
         logger.exception("daily loss limit check of account %s failed", account_id)

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import QuerySet, Sum
 
 from accounts.models import Account, Position, PositionType, TradingState, TradingStateCause
 from accounts.selectors import account_limits, realized_pnl_today
@@ -69,8 +69,8 @@ def order_risk_check(*, account: Account, payload: OrderPayload, now: datetime) 
 
     `account` is locked by the caller (acceptance), in its transaction.
     """
-    state = account_trading_state_current(locked=account, now=now)
-    account.refresh_from_db()
+    account = account_trading_state_current(locked=account, now=now)
+    state = account.trading_state
     if state == TradingState.HALTED:
         raise AccountHalted(
             HALTED_MESSAGE, reason=account.trading_state_reason or account.trading_state_cause
@@ -89,6 +89,9 @@ def order_risk_check(*, account: Account, payload: OrderPayload, now: datetime) 
         _check_rate(account, limits.max_orders_per_minute, now)
 
     working = Order.objects.filter(account=account, status__in=MAY_FILL)
+    if state == TradingState.ACTIVE and limits.max_position_size is None:
+        _check_working_orders(working, limits.max_working_orders)
+        return  # nothing below depends on the position: no query for it
     net = _net_position(account, payload.contract_id)
     sign = 1 if payload.side == OrderSide.BUY else -1
     on_side = working.filter(contract_id=payload.contract_id, side=payload.side).aggregate(
@@ -130,16 +133,20 @@ def order_risk_check(*, account: Account, payload: OrderPayload, now: datetime) 
             requested=abs(projected),
         )
 
-    if limits.max_working_orders is not None:
-        count = working.count()
-        if count + 1 > limits.max_working_orders:
-            raise RiskLimitExceeded(
-                f"{count} orders are working on the account; maxWorkingOrders is "
-                f"{limits.max_working_orders}",
-                limit="maxWorkingOrders",
-                value=limits.max_working_orders,
-                requested=count + 1,
-            )
+    _check_working_orders(working, limits.max_working_orders)
+
+
+def _check_working_orders(working: QuerySet[Order], limit: int | None) -> None:
+    if limit is None:
+        return
+    count = working.count()
+    if count + 1 > limit:
+        raise RiskLimitExceeded(
+            f"{count} orders are working on the account; maxWorkingOrders is {limit}",
+            limit="maxWorkingOrders",
+            value=limit,
+            requested=count + 1,
+        )
 
 
 def _check_rate(account: Account, limit: int, now: datetime) -> None:

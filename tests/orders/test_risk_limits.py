@@ -228,3 +228,28 @@ def test_the_daily_loss_limit_switches_to_reduce_only_from_real_trades(
     wait_for(lambda: bot.get("/api/v1/positions/").json() == [], message="flat")
     # and the switch is audited, by the risk engine, once
     assert AccountAudit.objects.filter(to_state="reduce_only", actor="risk").count() == 1
+
+
+def test_the_loss_limits_state_ends_when_the_next_trading_day_begins(bot, sim, tune) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.selectors import trading_day
+
+    tune("risk", daily_loss_limit=Decimal("15"))
+    yesterday = trading_day(timezone.now()) - timedelta(days=1)
+    Account.objects.filter(broker_account_id=DEMO_ACCOUNT).update(
+        trading_state="reduce_only",
+        trading_state_cause="daily_loss_limit",
+        loss_limit_day=yesterday,
+    )
+    # should show the account active again, and accept a new position
+    assert bot.get("/api/v1/accounts/").json()[0]["trading_state"] == "active"
+    assert place(bot, key="new-day").status_code == 201
+    account = Account.objects.get(broker_account_id=DEMO_ACCOUNT)
+    assert account.trading_state == "active"
+    # the change is audited, by the risk engine, saying why
+    change = AccountAudit.objects.get(action="trading_state")
+    assert (change.from_state, change.to_state, change.actor) == ("reduce_only", "active", "risk")
+    assert "new trading day" in change.reason
