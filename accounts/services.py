@@ -34,6 +34,7 @@ from accounts.selectors import (
 )
 from accounts.signals import position_changed
 from common import metrics
+from common.transactions import atomic_statement
 from projectx import enums
 from projectx.errors import BrokerRejected
 from projectx.models import Account as WireAccount
@@ -132,7 +133,6 @@ _POSITION_TYPES = {
 }
 
 
-@transaction.atomic
 def position_apply(*, account: Account, wire: WirePosition, closed: bool = False) -> str:
     """Mirror the broker's net position in one contract, ordered by the broker's timestamp.
 
@@ -140,6 +140,11 @@ def position_apply(*, account: Account, wire: WirePosition, closed: bool = False
     applied (`WHERE last_server_ts <= EXCLUDED.last_server_ts`); the version rises with every
     write. A stale event changes nothing.
     """
+    with atomic_statement():
+        return _position_apply(account, wire, closed)
+
+
+def _position_apply(account: Account, wire: WirePosition, closed: bool) -> str:
     flat = closed or wire.is_flat
     now = timezone.now()
     position = Position(
@@ -214,14 +219,14 @@ def positions_reconcile(
     )
 
 
-@transaction.atomic
 def account_apply(*, wire: WireAccount) -> None:
-    Account.objects.filter(broker_account_id=wire.id).update(
-        name=wire.name,
-        balance=wire.balance,
-        can_trade=wire.can_trade,
-        version=F("version") + 1,
-    )
+    with atomic_statement():
+        Account.objects.filter(broker_account_id=wire.id).update(
+            name=wire.name,
+            balance=wire.balance,
+            can_trade=wire.can_trade,
+            version=F("version") + 1,
+        )
 
 
 # --- Trading states and the realized P&L of the day (the risk checks read them) -------------

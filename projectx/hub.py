@@ -134,6 +134,10 @@ class _OneShotTransport(WebsocketTransport):
                     open_timeout=self._connection_timeout,
                     close_timeout=self._close_timeout,
                     max_size=self._max_size,
+                    # No permessage-deflate: ASP.NET Core (the gateway) does not compress
+                    # WebSocket messages unless asked to, and inflating each small event frame
+                    # cost the listener's event loop more than reading it.
+                    compression=None,
                     **tls_options,
                 )
                 await self._handshake(connection)
