@@ -122,6 +122,40 @@ def account_flatten_take_over(
     return _work(run, owner=owner, actor=actor, trigger=trigger)
 
 
+SWEEP_ACTOR = "stuck-detection"
+
+
+def stuck_flattens_sweep(*, verify: bool) -> tuple[list[str], int]:
+    """Runs whose lease expired (their process died): reported (an ALERT in the log), and with
+    `verify` taken over and finished, as `detect_stuck_orders --verify` does for closes. The
+    lines to print, and how many are still in progress with an expired lease afterwards."""
+    now = timezone.now()
+    lines: list[str] = []
+    for run in _expired(now).select_related("account").order_by("started_at"):
+        expired_for = (now - (run.lease_expires_at or run.started_at)).total_seconds()
+        described = (
+            f"flatten {run.pk} of account {run.account.broker_account_id}: in_progress at step "
+            f"{run.step}, lease expired {expired_for:.0f} s ago (owner {run.owner or 'none'})"
+        )
+        logger.error("ALERT %s", described)
+        if not verify:
+            lines.append(described)
+            continue
+        try:
+            finished = account_flatten_take_over(
+                run_id=run.pk, actor=SWEEP_ACTOR, trigger=TransitionTrigger.SWEEPER
+            )
+        except Exception as exc:  # one run must not stop the sweep
+            logger.exception("taking over flatten %s failed", run.pk)
+            lines.append(f"{described}: failed ({exc})")
+            continue
+        if finished is None:
+            lines.append(f"{described}: taken over by another process")
+        else:
+            lines.append(f"{described}: {finished.state}, {flatten_status(finished)}")
+    return lines, _expired(timezone.now()).count()
+
+
 def flatten_status(run: AccountFlatten) -> str:
     """What the answer says: flat only when a finished run saw the account flat."""
     if run.state == AccountFlatten.State.DONE and run.status == AccountFlatten.Status.FLAT:

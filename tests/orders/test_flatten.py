@@ -14,10 +14,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from io import StringIO
 from pathlib import Path
 
 import httpx
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
 from accounts.models import AccountAudit, AccountFlatten
@@ -206,10 +208,9 @@ def web_process(sim, tmp_path: Path) -> Iterator[Callable[[], tuple[subprocess.P
         process.wait(timeout=10)
 
 
-@pytest.mark.timeout(180)
-def test_a_flatten_whose_process_was_killed_is_finished_by_the_next_call(
-    bot, sim, two_contracts, web_process, tune
-) -> None:
+@pytest.fixture
+def flatten_killed_mid_way(bot, sim, two_contracts, web_process, tune) -> AccountFlatten:
+    """A web process starts flattening and is SIGKILLed after the halt, between its cancels."""
     tune("risk", flatten_lease_seconds=LEASE_SECONDS)
     process, url = web_process()
     # The broker cancels the first order at once but answers only after a minute: the kill
@@ -233,20 +234,64 @@ def test_a_flatten_whose_process_was_killed_is_finished_by_the_next_call(
     process.wait(timeout=10)
     caller.join(timeout=10)
     run = AccountFlatten.objects.get()
-    # The crash leaves the run in progress, the account halted, a position open.
+    # The crash leaves the run in progress, the account halted, both positions open.
     assert run.state == "in_progress" and run.step == "cancelling_orders"
     assert open_at_broker(sim) == {MNQ: 2, MES: 1}
+    return run
 
+
+def assert_finished_after_the_crash(bot, sim, body: dict, resting: dict[str, str]) -> None:
+    assert body["attempts"] == 2
+    assert body["state"] == "done"
+    assert_flat_and_halted(bot, sim, body, resting)
+    assert AccountAudit.objects.filter(reason__contains="taken over").count() == 1
+    # both resting orders end cancelled, the one whose cancel answer was lost included
+    wait_for(
+        lambda: (
+            set(Order.objects.filter(pk__in=resting.values()).values_list("status", flat=True))
+            == {"cancelled"}
+        ),
+        message="both resting orders cancelled",
+    )
+
+
+@pytest.mark.timeout(180)
+def test_a_flatten_whose_process_was_killed_is_finished_by_the_next_call(
+    bot, sim, two_contracts, flatten_killed_mid_way
+) -> None:
     response = bot.post(FLATTEN)
     assert response.status_code == 200, response.content
     body = response.json()
     # should take the dead run over (the same run, a second attempt) and finish it
-    assert body["id"] == run.pk
-    assert body["attempts"] == 2
-    assert body["state"] == "done"
-    assert_flat_and_halted(bot, sim, body, two_contracts)
-    assert AccountAudit.objects.filter(reason__contains="taken over").count() == 1
-    # both resting orders end cancelled, the one whose cancel answer was lost included
-    assert set(
-        Order.objects.filter(pk__in=two_contracts.values()).values_list("status", flat=True)
-    ) == {"cancelled"}
+    assert body["id"] == flatten_killed_mid_way.pk
+    assert_finished_after_the_crash(bot, sim, body, two_contracts)
+
+
+@pytest.mark.timeout(180)
+def test_the_stuck_sweep_reports_and_finishes_a_flatten_whose_process_was_killed(
+    bot, sim, two_contracts, flatten_killed_mid_way
+) -> None:
+    run_id = flatten_killed_mid_way.pk
+
+    def detect(*args: str) -> str:
+        out = StringIO()
+        with contextlib.suppress(SystemExit):
+            call_command("detect_stuck_orders", *args, stdout=out)
+        return out.getvalue()
+
+    # should report the run once its lease expired, naming the step it died in
+    wait_for(lambda: f"flatten {run_id} of account" in detect(), timeout=20, message="the report")
+    assert "cancelling_orders" in detect()
+    repaired = detect("--verify")
+    # should take it over and finish it: the same answer a call would have had
+    assert f"flatten {run_id}" in repaired and "done, flat" in repaired, repaired
+    run = AccountFlatten.objects.get(pk=run_id)
+    body = {
+        "status": "flat" if run.status == "flat" else "pending",
+        "cancelled": run.cancelled,
+        "closed": run.closed,
+        "attempts": run.attempts,
+        "state": run.state,
+    }
+    assert_finished_after_the_crash(bot, sim, body, two_contracts)
+    assert f"flatten {run_id}" not in detect()
