@@ -253,3 +253,49 @@ def test_the_loss_limits_state_ends_when_the_next_trading_day_begins(bot, sim, t
     change = AccountAudit.objects.get(action="trading_state")
     assert (change.from_state, change.to_state, change.actor) == ("reduce_only", "active", "risk")
     assert "new trading day" in change.reason
+
+
+def realized_at_broker(sim) -> Decimal:
+    """The broker's own figure: P&L net of fees of its trades that stand."""
+    return sum(
+        (
+            Decimal(str(t["profitAndLoss"] or 0)) - Decimal(str(t["fees"]))
+            for t in sim.broker.trades(DEMO_ACCOUNT)
+            if not t["voided"]
+        ),
+        Decimal(0),
+    ).quantize(Decimal("0.01"))
+
+
+@pytest.mark.timeout(120)
+def test_on_daily_loss_limit_halt_halts_and_a_voided_trade_is_taken_back(
+    bot, sim, listener, tune
+) -> None:
+    tune("risk", daily_loss_limit=Decimal("15"), on_daily_loss_limit="halt")
+    listener()
+    sim.set_price(MNQ, Decimal("21000.00"))
+    assert place(bot, MARKET_BUY, key="open").status_code == 201
+    sim.set_price(MNQ, Decimal("20990.00"))
+    assert place(bot, {**MARKET_BUY, "side": "sell"}, key="close").status_code == 201
+
+    def account() -> dict:
+        return bot.get("/api/v1/accounts/").json()[0]
+
+    # should halt the account: every new order answers 409, nothing is sent
+    wait_for(lambda: account()["trading_state"] == "halted", message="halted")
+    sent = len(broker_orders(sim))
+    response = place(bot, MARKET_BUY, key="after")
+    assert_risk_refusal(response, status=409, code="account_halted", limit="tradingState")
+    assert len(broker_orders(sim)) == sent
+    assert Decimal(account()["realized_pnl_today"]) == realized_at_broker(sim)
+
+    # The broker voids the losing trade: its P&L and fees no longer count.
+    losing = next(t for t in sim.broker.trades(DEMO_ACCOUNT) if t["profitAndLoss"])
+    sim.void_trade(losing["id"])
+    wait_for(
+        lambda: Decimal(account()["realized_pnl_today"]) == realized_at_broker(sim),
+        message="the void taken back",
+    )
+    assert realized_at_broker(sim) > Decimal("-15")
+    # the halt stands until a person resumes the account (the limit fired for the day)
+    assert account()["trading_state"] == "halted"
