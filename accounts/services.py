@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.gateway import get_gateway
 from accounts.models import (
+    MONEY_DIGITS,
     PRICE_DIGITS,
     Account,
     AccountAudit,
@@ -394,8 +395,17 @@ def realized_pnl_add(*, account_id: int, entries: Iterable[RealizedEntry]) -> No
     rows = sorted(totals.items())
     values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(rows))
     params: list[Any] = []
+    adapt_money = connection.ops.adapt_decimalfield_value
     for (day, contract_id), (pnl, fees, trades) in rows:
-        params += [account_id, contract_id, day, pnl, fees, trades, now]
+        params += [
+            account_id,
+            contract_id,
+            connection.ops.adapt_datefield_value(day),
+            adapt_money(pnl, **MONEY_DIGITS),
+            adapt_money(fees, **MONEY_DIGITS),
+            trades,
+            now,
+        ]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""

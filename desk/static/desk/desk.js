@@ -204,7 +204,8 @@
     const { status, data } = await post(`/desk/accounts/${account}/flatten/`, {});
     if (status === 200) {
       button.parentElement.querySelector(".trading-state").textContent = "halted";
-      toast(`Flatten ${data.status}: cancelled ${data.cancelled.length} orders, closed ${data.closed.length} positions`);
+      const done = `cancelled ${data.cancelled.length} orders, closed ${data.closed.length} positions`;
+      toast(data.status === "flat" ? `Account flat: ${done}` : `Flatten pending (the broker has not confirmed yet; press again): ${done}`);
     } else toast(`Flatten failed: ${(data.error && data.error.message) || status}`);
     button.disabled = false;
   }
