@@ -327,7 +327,7 @@ def _run(lease: _Lease, *, actor: str, trigger: str) -> None:
             order_cancel(order_id=order.pk, expected_version=None, actor=actor, trigger=trigger)
         except NotCancellable:
             # It had ended (filled, say) before the cancel reached it: nothing was cancelled.
-            cancelled.remove(entry)
+            cancelled[:] = [e for e in cancelled if e["order"] != entry["order"]]
             lease.write(cancelled=list(cancelled))
         except Exception as exc:  # the broker's list below decides whether it matters
             logger.warning("cancel of order %s during a flatten failed: %s", order.pk, exc)
