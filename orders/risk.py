@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet, Sum
+from django.utils import timezone
 
 from accounts.models import Account, Position, PositionType, TradingState, TradingStateCause
 from accounts.selectors import account_limits, realized_pnl_today
@@ -69,6 +70,48 @@ def order_risk_check(*, account: Account, payload: OrderPayload, now: datetime) 
 
     `account` is locked by the caller (acceptance), in its transaction.
     """
+    _check(
+        account,
+        contract_id=payload.contract_id,
+        side=payload.side,
+        size=payload.size,
+        adds=payload.size,
+        now=now,
+        new_order=True,
+    )
+
+
+def order_modify_risk_check(*, order: Order, new_size: int) -> None:
+    """A modify that raises an order's size adds exposure as a new order would: the same
+    checks on the size added (not the rate and working-order counts: no new order), under the
+    account's row lock. Nothing is stored: a refused modify leaves the order as it was."""
+    with transaction.atomic():
+        locked = lock_in_order(accounts=[order.account_id])["account"][0]
+        try:
+            _check(
+                locked,
+                contract_id=order.contract_id,
+                side=order.side,
+                size=new_size,
+                adds=new_size - order.size,
+                now=timezone.now(),
+                new_order=False,
+            )
+        except RiskRefusal as refusal:
+            metrics.order_risk_refusals_total.labels(refusal.limit).inc()
+            raise
+
+
+def _check(
+    account: Account,
+    *,
+    contract_id: str,
+    side: str,
+    size: int,
+    adds: int,
+    now: datetime,
+    new_order: bool,
+) -> None:
     account = account_trading_state_current(locked=account, now=now)
     state = account.trading_state
     if state == TradingState.HALTED:
@@ -77,29 +120,30 @@ def order_risk_check(*, account: Account, payload: OrderPayload, now: datetime) 
         )
     limits = account_limits(account)
 
-    if limits.max_order_size is not None and payload.size > limits.max_order_size:
+    if limits.max_order_size is not None and size > limits.max_order_size:
         raise RiskLimitExceeded(
-            f"the order's size {payload.size} is above maxOrderSize {limits.max_order_size}",
+            f"the order's size {size} is above maxOrderSize {limits.max_order_size}",
             limit="maxOrderSize",
             value=limits.max_order_size,
-            requested=payload.size,
+            requested=size,
         )
 
-    if limits.max_orders_per_minute is not None:
+    if new_order and limits.max_orders_per_minute is not None:
         _check_rate(account, limits.max_orders_per_minute, now)
 
     working = Order.objects.filter(account=account, status__in=MAY_FILL)
+    working_limit = limits.max_working_orders if new_order else None
     if state == TradingState.ACTIVE and limits.max_position_size is None:
-        _check_working_orders(working, limits.max_working_orders)
+        _check_working_orders(working, working_limit)
         return  # nothing below depends on the position: no query for it
-    net = _net_position(account, payload.contract_id)
-    sign = 1 if payload.side == OrderSide.BUY else -1
-    on_side = working.filter(contract_id=payload.contract_id, side=payload.side).aggregate(
+    net = _net_position(account, contract_id)
+    sign = 1 if side == OrderSide.BUY else -1
+    on_side = working.filter(contract_id=contract_id, side=side).aggregate(
         size=Sum("size"), filled=Sum("filled_size")
     )
     pending_on_side = (on_side["size"] or 0) - (on_side["filled"] or 0)
     # The net position if this order and every working order on its side fill.
-    projected = net + sign * (pending_on_side + payload.size)
+    projected = net + sign * (pending_on_side + adds)
 
     if state == TradingState.REDUCE_ONLY:
         reduces = (
@@ -111,7 +155,7 @@ def order_risk_check(*, account: Account, payload: OrderPayload, now: datetime) 
         if not reduces:
             by_loss = account.trading_state_cause == TradingStateCause.DAILY_LOSS_LIMIT
             raise RiskLimitExceeded(
-                REDUCE_ONLY_MESSAGE.format(contract=payload.contract_id)
+                REDUCE_ONLY_MESSAGE.format(contract=contract_id)
                 + (f" (daily loss limit {limits.daily_loss_limit} reached)" if by_loss else ""),
                 limit="dailyLossLimit" if by_loss else "tradingState",
                 value=limits.daily_loss_limit if by_loss else TradingState.REDUCE_ONLY.value,
@@ -125,7 +169,7 @@ def order_risk_check(*, account: Account, payload: OrderPayload, now: datetime) 
         and abs(projected) > abs(net)
     ):
         raise RiskLimitExceeded(
-            f"the net position in {payload.contract_id} would reach {projected} if this "
+            f"the net position in {contract_id} would reach {projected} if this "
             f"order and the working orders on its side filled; maxPositionSize is "
             f"{limits.max_position_size}",
             limit="maxPositionSize",
@@ -133,7 +177,7 @@ def order_risk_check(*, account: Account, payload: OrderPayload, now: datetime) 
             requested=abs(projected),
         )
 
-    _check_working_orders(working, limits.max_working_orders)
+    _check_working_orders(working, working_limit)
 
 
 def _check_working_orders(working: QuerySet[Order], limit: int | None) -> None:

@@ -299,3 +299,33 @@ def test_on_daily_loss_limit_halt_halts_and_a_voided_trade_is_taken_back(
     assert realized_at_broker(sim) > Decimal("-15")
     # the halt stands until a person resumes the account (the limit fired for the day)
     assert account()["trading_state"] == "halted"
+
+
+def test_a_modify_that_grows_an_order_meets_the_same_limits(bot, sim, tune) -> None:
+    tune("risk", max_order_size=3, max_position_size=4)
+    first = place(bot, {**LIMIT_BUY, "size": 2}, key="first").json()["id"]
+
+    def modify(order_id: str, size: int):
+        version = Order.objects.get(pk=order_id).version
+        return bot.patch(
+            f"/api/v1/orders/{order_id}/",
+            {"size": size},
+            format="json",
+            HTTP_IF_MATCH=f'"{version}"',
+        )
+
+    # should refuse a size above maxOrderSize, and leave the broker's order as it was
+    assert_risk_refusal(modify(first, 4), status=422, code="risk_limit", limit="maxOrderSize")
+    assert [o["size"] for o in broker_orders(sim)] == [2]
+    # with a second buy of 1 working, growing the first to 3 makes 4 on the side: allowed
+    second = place(bot, {**LIMIT_BUY, "size": 1}, key="second").json()["id"]
+    assert modify(first, 3).status_code == 200
+    # and a new order on the side would make 5
+    third = place(bot, {**LIMIT_BUY, "size": 1}, key="third")
+    assert_risk_refusal(third, status=422, code="risk_limit", limit="maxPositionSize")
+    # a halted account may still shrink an order, never grow one
+    bot.post(f"/api/v1/accounts/{DEMO_ACCOUNT}/halt")
+    grow = modify(second, 2)
+    assert grow.status_code == 409 and grow.json()["error"]["code"] == "account_halted"
+    assert modify(first, 1).status_code == 200
+    assert sorted(o["size"] for o in broker_orders(sim)) == [1, 1]
