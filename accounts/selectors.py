@@ -52,7 +52,9 @@ class RiskLimits:
             "dailyLossLimit": None
             if self.daily_loss_limit is None
             else format(self.daily_loss_limit.normalize(), "f"),
-            "onDailyLossLimit": self.on_daily_loss_limit,
+            "onDailyLossLimit": "halt"
+            if self.on_daily_loss_limit == TradingState.HALTED
+            else self.on_daily_loss_limit,
         }
 
 

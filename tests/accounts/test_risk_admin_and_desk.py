@@ -54,7 +54,7 @@ def test_an_override_set_in_the_admin_is_in_force_and_audited(bot, sim, staff) -
     assert refused.json()["error"]["fields"]["limit"] == "maxOrderSize"
     limits = bot.get("/api/v1/accounts/").json()[0]["limits"]
     assert limits["dailyLossLimit"] == "250.5"
-    assert limits["onDailyLossLimit"] == "halted"
+    assert limits["onDailyLossLimit"] == "halt"  # spelt as in the YAML
     # should record who changed what
     audit = AccountAudit.objects.get(action="risk_limits")
     assert audit.actor == "desk-lead"
