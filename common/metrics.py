@@ -125,3 +125,8 @@ daily_loss_limit_reached_total = Counter(
 ACCOUNT_TRADING_STATE = "order_account_trading_state"  # 1 for the state the account is in
 ACCOUNT_DAILY_LOSS_LIMIT_REACHED = "order_account_daily_loss_limit_reached"  # 1 while reached
 ACCOUNT_REALIZED_PNL_TODAY = "order_account_realized_pnl_today"  # net of fees, currency
+order_unprotected_positions_total = Counter(
+    "order_unprotected_positions_total",
+    "Filled bracket entries found without a working stop-loss child covering them at the broker "
+    "within brackets.protectWithinSeconds (then flattened, or alerted: brackets.onUnprotected)",
+)

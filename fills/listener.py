@@ -65,7 +65,7 @@ from common import metrics
 from common.transactions import applied_whole
 from fills import services
 from fills.models import ListenerHeartbeat
-from orders import fill_timeouts
+from orders import brackets, fill_timeouts
 from orders.lifecycle import TERMINAL
 from orders.models import Order, TransitionTrigger
 from projectx.client import ProjectXClient
@@ -343,6 +343,15 @@ def sweep(
     return done
 
 
+def _guard_brackets(**kwargs: Any) -> Counter[str]:
+    """One bracket guard pass on the guard's thread; its connection is given back after each
+    pass, so a stopped listener leaves none open on a thread nobody will close it on."""
+    try:
+        return brackets.brackets_guard(**kwargs)
+    finally:
+        connection.close()
+
+
 def _close_connection() -> None:
     # Looked up in the calling thread: Django's connections are per thread.
     connection.close()
@@ -573,6 +582,7 @@ class GatewayListener:
         supervisor.start("catch-up", self._catch_up_when_wanted)
         supervisor.start("sweeper", self._sweep_forever)
         supervisor.start("heartbeat", self._heartbeat_forever)
+        supervisor.start("brackets", self._guard_brackets_forever)  # issue 15
         try:
             await stop.wait()
         finally:
@@ -615,6 +625,27 @@ class GatewayListener:
             )
             self.stats.outcomes.update({k: v for k, v in done.items() if v})
             self._supervisor.succeeded("sweeper")
+
+    async def _guard_brackets_forever(self) -> None:
+        """The bracket guard (orders/brackets.py: OCO and the protection guarantee) for the
+        accounts this listener leads. On a thread of its own: a flatten waits for the broker,
+        and the applier must keep applying the events it waits for meanwhile."""
+        checked: dict[object, datetime] = {}
+        thread = ThreadPoolExecutor(1, thread_name_prefix="listener-brackets")
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await asyncio.sleep(self.sweep_interval)
+                led = sorted(self._leadership.led)
+                if led:
+                    done = await loop.run_in_executor(
+                        thread,
+                        functools.partial(_guard_brackets, account_ids=led, last_checked=checked),
+                    )
+                    self.stats.outcomes.update({k: v for k, v in done.items() if v})
+                self._supervisor.succeeded("brackets")
+        finally:
+            thread.shutdown(wait=False)  # a pass in flight finishes on its own
 
     async def _heartbeat_forever(self) -> None:
         while True:

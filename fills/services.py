@@ -33,7 +33,7 @@ from common import metrics
 from common.bulk import insert_rows
 from fills.averages import add_to_notional, average_price, fill_totals
 from fills.models import Fill
-from orders import lifecycle
+from orders import brackets, lifecycle
 from orders import wire as wire_maps
 from orders.exceptions import IllegalTransition
 from orders.models import Order, OrderStatus, TransitionTrigger
@@ -368,6 +368,8 @@ def _find_or_mirror(account: Account, wire: WireOrder, trigger: str) -> tuple[Or
                 custom_tag=wire.custom_tag or None,
                 broker_order_id=wire.id,
                 created_by="broker",
+                # --- brackets (issue 15): a bracket child's role and entry --------------
+                **brackets.bracket_child_fields(account_id=account.pk, wire=wire),
             )
             order_transition(
                 order_id=order.pk,

@@ -158,6 +158,19 @@ class RiskSettings(_Section):
             raise ValueError(f"tradingDayStartsAt: unknown time zone {zone.strip()!r}") from None
 
 
+class BracketSettings(_Section):
+    """Native brackets [reference 4.4] and the protection guarantee (orders/brackets.py)."""
+
+    # After one leg filled completely, the broker cancels the other (OCO); a sibling still
+    # working this long after the fill is cancelled by us.
+    oco_cancel_within_seconds: float = Field(3.0, gt=0, le=600)
+    # An entry with a stop-loss bracket that has filled must show a working stop-loss child
+    # covering the filled size at the broker within this long (after the fill, or after the
+    # stop was lost); otherwise `on_unprotected` happens.
+    protect_within_seconds: float = Field(5.0, gt=0, le=600)
+    on_unprotected: Literal["flatten", "alert"] = "flatten"
+
+
 class OrderManagementSettings(_Section):
     lifecycle: LifecycleSettings = LifecycleSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
@@ -165,6 +178,7 @@ class OrderManagementSettings(_Section):
     partial_fill_tracking: PartialFillSettings = PartialFillSettings()
     concurrency_control: ConcurrencySettings = ConcurrencySettings()
     risk: RiskSettings = RiskSettings()
+    brackets: BracketSettings = BracketSettings()
 
 
 class ConfigFile(_Section):

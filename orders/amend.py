@@ -204,7 +204,9 @@ def order_modify(
             side=order.side,
             type=order.type,
             size=new_size,
-            **prices,
+            limit_price=prices["limit_price"],
+            stop_price=prices["stop_price"],
+            trail_price=prices["trail_price"],
         )
     )
     # Claim the version before calling the broker: of two writers that read the same version,

@@ -235,6 +235,14 @@ class FlattenFailed(OrderError):
     retry_after = 5
 
 
+class BracketsNotEnabled(OrderError):
+    """The broker refused an order with brackets: the account is in "Position Brackets" mode,
+    not "Auto OCO Brackets" [reference 4.4]. The message is the broker's. A definitive answer:
+    the placement is stored rejected and its key replays it."""
+
+    code = "brackets_not_enabled"
+
+
 # --- What each error means to a caller: the one mapping ----------------------------------------
 # The bot API (api/errors.py), the desk (desk/views.py) and the admin (backoffice/) all answer
 # from this table, so one error never means 409 in one place and 503 in another.
@@ -275,6 +283,7 @@ _HTTP_STATUS: list[tuple[type[Exception], int]] = [
     (IfMatchRequired, 428),
     (InvalidOrder, 400),
     (IdempotencyKeyReused, 422),
+    (BracketsNotEnabled, 422),
     (RequestInProgress, 409),
     (VersionConflict, 412),
     (IllegalTransition, 409),

@@ -49,7 +49,14 @@ from orders.exceptions import (
 )
 from orders.idempotency import OrderPayload
 from orders.locking import lock_in_order
-from orders.models import IdempotencyRecord, Order, OrderSide, OrderStatus, TransitionTrigger
+from orders.models import (
+    BracketRole,
+    IdempotencyRecord,
+    Order,
+    OrderSide,
+    OrderStatus,
+    TransitionTrigger,
+)
 from orders.services import order_create, order_transition
 
 logger = logging.getLogger(__name__)
@@ -78,6 +85,7 @@ def order_risk_check(*, account: Account, payload: OrderPayload, now: datetime) 
         adds=payload.size,
         now=now,
         new_order=True,
+        with_brackets=payload.stop_loss_ticks is not None or payload.take_profit_ticks is not None,
     )
 
 
@@ -111,6 +119,7 @@ def _check(
     adds: int,
     now: datetime,
     new_order: bool,
+    with_brackets: bool = False,
 ) -> None:
     account = account_trading_state_current(locked=account, now=now)
     state = account.trading_state
@@ -138,8 +147,13 @@ def _check(
         return  # nothing below depends on the position: no query for it
     net = _net_position(account, contract_id)
     sign = 1 if side == OrderSide.BUY else -1
-    on_side = working.filter(contract_id=contract_id, side=side).aggregate(
-        size=Sum("size"), filled=Sum("filled_size")
+    # A bracket group's two children are one-cancels-other: only one of them can fill, so a
+    # take profit whose stop loss is working is not counted again.
+    oco_stops = working.filter(bracket_role=BracketRole.STOP_LOSS).values("bracket_parent_id")
+    on_side = (
+        working.filter(contract_id=contract_id, side=side)
+        .exclude(bracket_role=BracketRole.TAKE_PROFIT, bracket_parent_id__in=oco_stops)
+        .aggregate(size=Sum("size"), filled=Sum("filled_size"))
     )
     pending_on_side = (on_side["size"] or 0) - (on_side["filled"] or 0)
     # The net position if this order and every working order on its side fill.
@@ -147,7 +161,9 @@ def _check(
 
     if state == TradingState.REDUCE_ONLY:
         reduces = (
-            net != 0
+            # A bracket's children would trade the other way once the entry filled.
+            not with_brackets
+            and net != 0
             and sign * net < 0
             and abs(projected) <= abs(net)
             and (projected == 0 or (projected > 0) == (net > 0))
@@ -183,7 +199,11 @@ def _check(
 def _check_working_orders(working: QuerySet[Order], limit: int | None) -> None:
     if limit is None:
         return
-    count = working.count()
+    # Bracket children are the broker's protection of an entry, not orders a bot placed: they
+    # do not use up the account's working orders.
+    count = working.exclude(
+        bracket_role__in=[BracketRole.STOP_LOSS, BracketRole.TAKE_PROFIT]
+    ).count()
     if count + 1 > limit:
         raise RiskLimitExceeded(
             f"{count} orders are working on the account; maxWorkingOrders is {limit}",
@@ -266,6 +286,8 @@ def order_refused(
                 limit_price=payload.limit_price,
                 stop_price=payload.stop_price,
                 trail_price=payload.trail_price,
+                stop_loss_ticks=payload.stop_loss_ticks,
+                take_profit_ticks=payload.take_profit_ticks,
                 idempotency_key=key,
                 created_by=actor,
             )

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
@@ -24,18 +24,44 @@ from accounts.selectors import (
     realized_pnl_by_contract,
 )
 from accounts.services import account_halt, account_resume
+from marketdata.selectors import NO_MARK, account_unrealized_pnl, position_marks
 from orders.flatten import account_flatten, flatten_status
 
-MONEY = {"max_digits": 20, "decimal_places": 4, "normalize_output": True}
+DECIMAL_OR_NULL = {"type": "string", "format": "decimal", "nullable": True}
+DECIMAL = {"type": "string", "format": "decimal"}
+
+
+def _exact(value: Decimal | None) -> str | None:
+    """A computed figure as a decimal string with every digit it has: DRF's DecimalField
+    would round it to a fixed number of places."""
+    return None if value is None else format(value.normalize(), "f")
+
+
+def _money(value: Decimal) -> str:
+    """Realized P&L: in cents, as the broker counts it."""
+    return format(value.quantize(Decimal("0.01")), "f")
 
 
 class AccountOutputSerializer(serializers.ModelSerializer):
-    """`context`: `now` and `pnl` (realized P&L today by (account pk, contract))."""
+    """`context`: `now`, `pnl` (realized P&L today by (account pk, contract)) and
+    `unrealized_pnl` (by account pk): `_account_context`."""
 
     id = serializers.IntegerField(source="broker_account_id")
-    trading_state = serializers.SerializerMethodField()
-    realized_pnl_today = serializers.SerializerMethodField()
-    limits = serializers.SerializerMethodField()
+    unrealized_pnl = serializers.SerializerMethodField(
+        help_text="Sum of the open positions' unrealized P&L; 0 when flat, null when a price "
+        "or a contract's tick value is not known yet"
+    )
+    trading_state = serializers.SerializerMethodField(
+        help_text="active, reduce_only (only orders that reduce a position) or halted"
+    )
+    realized_pnl_today = serializers.SerializerMethodField(
+        help_text="Realized P&L net of fees of the broker's trades since the trading day began "
+        "(risk.tradingDayStartsAt)"
+    )
+    limits = serializers.SerializerMethodField(
+        help_text="The risk limits in force (the account's overrides, else orderManagement.risk; "
+        "null = no limit), by their YAML names"
+    )
 
     class Meta:
         model = Account
@@ -46,6 +72,7 @@ class AccountOutputSerializer(serializers.ModelSerializer):
             "can_trade",
             "simulated",
             "active",
+            "unrealized_pnl",
             "trading_state",
             "trading_state_cause",
             "trading_state_reason",
@@ -60,15 +87,18 @@ class AccountOutputSerializer(serializers.ModelSerializer):
         now: datetime = self.context.get("now") or timezone.now()
         return now
 
+    @extend_schema_field(DECIMAL_OR_NULL)
+    def get_unrealized_pnl(self, account: Account) -> str | None:
+        pnl = self.context["unrealized_pnl"].get(account.pk)
+        return _exact(pnl)
+
     def get_trading_state(self, account: Account) -> str:
         return effective_trading_state(account, now=self._now())
 
+    @extend_schema_field(DECIMAL)
     def get_realized_pnl_today(self, account: Account) -> str:
-        pnl = self.context.get("pnl")
-        if pnl is None:
-            pnl = realized_pnl_by_contract(account_ids=[account.pk], now=self._now())
-        total = sum((v for (a, _), v in pnl.items() if a == account.pk), Decimal(0))
-        return format(total.quantize(Decimal("0.01")), "f")
+        pnl = self.context["pnl"]
+        return _money(sum((v for (a, _), v in pnl.items() if a == account.pk), Decimal(0)))
 
     def get_limits(self, account: Account) -> dict[str, Any]:
         return account_limits(account).as_dict()
@@ -79,6 +109,7 @@ def _account_context(accounts: list[Account]) -> dict[str, Any]:
     return {
         "now": now,
         "pnl": realized_pnl_by_contract(account_ids=[a.pk for a in accounts], now=now),
+        "unrealized_pnl": account_unrealized_pnl(accounts),
     }
 
 
@@ -198,7 +229,16 @@ class PositionOutputSerializer(serializers.ModelSerializer):
     average_price = serializers.DecimalField(
         max_digits=20, decimal_places=9, allow_null=True, normalize_output=True
     )
-    realized_pnl_today = serializers.SerializerMethodField()
+    last_price = serializers.SerializerMethodField(
+        help_text="The contract's last traded price from the market hub; null until quoted"
+    )
+    unrealized_pnl = serializers.SerializerMethodField(
+        help_text="(last - average) / tick size * tick value * size, negated when short; null "
+        "without a last price"
+    )
+    realized_pnl_today = serializers.SerializerMethodField(
+        help_text="Realized P&L net of fees in this contract since the trading day began"
+    )
 
     class Meta:
         model = Position
@@ -210,14 +250,26 @@ class PositionOutputSerializer(serializers.ModelSerializer):
             "average_price",
             "last_server_ts",
             "version",
+            "last_price",
+            "unrealized_pnl",
             "realized_pnl_today",
         ]
         read_only_fields = fields
 
+    @extend_schema_field(DECIMAL_OR_NULL)
+    def get_last_price(self, position: Position) -> str | None:
+        price = self.context["marks"].get(position.pk, NO_MARK).last_price
+        return _exact(price)
+
+    @extend_schema_field(DECIMAL_OR_NULL)
+    def get_unrealized_pnl(self, position: Position) -> str | None:
+        pnl = self.context["marks"].get(position.pk, NO_MARK).unrealized_pnl
+        return _exact(pnl)
+
+    @extend_schema_field(DECIMAL)
     def get_realized_pnl_today(self, position: Position) -> str:
-        pnl = self.context.get("pnl") or {}
-        value = pnl.get((position.account_id, position.contract_id), Decimal(0))
-        return format(value.quantize(Decimal("0.01")), "f")
+        pnl = self.context["pnl"]
+        return _money(pnl.get((position.account_id, position.contract_id), Decimal(0)))
 
 
 class PositionListApi(APIView):
@@ -231,4 +283,5 @@ class PositionListApi(APIView):
         pnl = realized_pnl_by_contract(
             account_ids={p.account_id for p in positions}, now=timezone.now()
         )
-        return Response(PositionOutputSerializer(positions, many=True, context={"pnl": pnl}).data)
+        context = {"marks": position_marks(positions), "pnl": pnl}
+        return Response(PositionOutputSerializer(positions, many=True, context=context).data)

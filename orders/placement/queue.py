@@ -75,6 +75,8 @@ def accept(
         limit_price=payload.limit_price,
         stop_price=payload.stop_price,
         trail_price=payload.trail_price,
+        stop_loss_ticks=payload.stop_loss_ticks,
+        take_profit_ticks=payload.take_profit_ticks,
         idempotency_key=key,
         custom_tag=idempotency.custom_tag_for(account_broker_id=locked.broker_account_id, key=key),
         created_by=actor,

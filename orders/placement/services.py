@@ -97,4 +97,5 @@ def order_place(
     )
     record.refresh_from_db()
     remember(account, key, record)
-    return PlacementResult(result.order, result.http_status)
+    # The body as stored for the key: a retry and this first answer say the same.
+    return PlacementResult(result.order, result.http_status, body=body)

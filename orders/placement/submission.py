@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.utils import timezone
 
 from accounts.gateway import get_gateway
-from orders import lifecycle, wire
+from orders import brackets, lifecycle, wire
 from orders.exceptions import PlacementDeferred
 from orders.models import Order, OrderStatus, TransitionTrigger
 from orders.placement.release import order_release_unsent
@@ -43,6 +43,7 @@ def submit(order: Order, *, actor: str, trigger: str) -> PlacementResult:
             stop_price=order.stop_price,
             trail_price=order.trail_price,
             custom_tag=order.custom_tag,
+            **brackets.wire_brackets(order),
         )
     except BrokerRejected as exc:
         reason = f"broker rejected ({exc.error_name}): {exc.broker_message or ''}".strip()

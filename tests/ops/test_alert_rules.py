@@ -72,6 +72,8 @@ CASES: list[tuple[str, dict[str, str], int, list[dict[str, str]]]] = [
     ),
     ("DeadlockDetected", {"deadlocks_total": "0 0 1x20"}, 5, [{}]),
     ("DeadlockDetected", {"deadlocks_total": "0x20"}, 5, []),
+    ("UnprotectedPosition", {"order_unprotected_positions_total": "0 0 1x20"}, 5, [{}]),
+    ("UnprotectedPosition", {"order_unprotected_positions_total": "0x20"}, 5, []),
     ("StuckOrdersDetected", {'orders_stuck{state="unknown"}': "1x10"}, 5, [{"state": "unknown"}]),
     ("StuckOrdersDetected", {'orders_stuck{state="unknown"}': "1 1 0x10"}, 5, []),
     ("ListenerDisconnectedOrStalled", _listener(0, 5), 5, [{}]),

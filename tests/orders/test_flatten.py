@@ -151,6 +151,31 @@ def test_two_concurrent_flattens_join_one_run(bot, sim, two_contracts) -> None:
     assert sorted(closing) == [(MES, 1), (MNQ, 2)]
 
 
+@pytest.mark.timeout(120)
+def test_flatten_cancels_a_bracket_groups_children_and_closes_its_position(
+    bot, sim, listener
+) -> None:
+    listener()
+    sim.set_price(MNQ, Decimal("21000.00"))
+    bracketed = {**MARKET_BUY, "size": 2, "stop_loss_ticks": 8, "take_profit_ticks": 12}
+    entry = place(bot, bracketed, key="entry").json()["id"]
+
+    def legs() -> list[Order]:
+        return list(Order.objects.filter(bracket_parent_id=entry).exclude(broker_order_id=None))
+
+    wait_for(
+        lambda: len(legs()) == 2 and all(leg.status == "open" for leg in legs()),
+        message="both legs working",
+    )
+    body = bot.post(FLATTEN).json()
+    # should cancel both children (the entry had filled) and close the position they protected
+    assert body["status"] == "flat", body
+    assert sorted(e["order"] for e in body["cancelled"]) == sorted(str(leg.pk) for leg in legs())
+    assert body["closed"] == [{"contract_id": MNQ, "side": "long", "size": 2}]
+    assert working_at_broker(sim) == [] and open_at_broker(sim) == {}
+    wait_for(lambda: {leg.status for leg in legs()} == {"cancelled"}, message="legs cancelled")
+
+
 # --- A web process killed in the middle of a flatten --------------------------------------
 
 

@@ -329,3 +329,47 @@ def test_a_modify_that_grows_an_order_meets_the_same_limits(bot, sim, tune) -> N
     assert grow.status_code == 409 and grow.json()["error"]["code"] == "account_halted"
     assert modify(first, 1).status_code == 200
     assert sorted(o["size"] for o in broker_orders(sim)) == [1, 1]
+
+
+BRACKETED_BUY = {**MARKET_BUY, "stop_loss_ticks": 8, "take_profit_ticks": 12}
+
+
+def bracket_group_working(entry_id: str) -> bool:
+    legs = Order.objects.filter(bracket_parent_id=entry_id, status="open").exclude(
+        broker_order_id=None
+    )
+    return Order.objects.get(pk=entry_id).status == "filled" and legs.count() == 2
+
+
+@pytest.mark.timeout(120)
+def test_a_bracket_groups_children_count_once_and_use_no_working_order(
+    bot, sim, listener, tune
+) -> None:
+    tune("risk", max_position_size=2, max_working_orders=1)
+    listener()
+    sim.set_price(MNQ, Decimal("21000.00"))
+    entry = place(bot, {**BRACKETED_BUY, "size": 2}, key="entry").json()["id"]
+    wait_for(lambda: bracket_group_working(entry), message="the entry filled, both legs working")
+    # Long 2, a stop loss and a take profit of 2 each working (one cancels the other). Selling
+    # 2 more at most takes the position to -2: within maxPositionSize, and the legs are the
+    # broker's protection, not working orders of the bot's.
+    sell = {**LIMIT_BUY, "side": "sell", "limit_price": "21100.00", "size": 2}
+    assert place(bot, sell, key="sell-2").status_code == 201
+    # one more contract on that side would make -3
+    refused = place(bot, {**sell, "size": 1}, key="sell-1")
+    assert_risk_refusal(refused, status=422, code="risk_limit", limit="maxPositionSize")
+
+
+@pytest.mark.timeout(120)
+def test_a_reduce_only_account_refuses_brackets_even_on_a_reducing_order(
+    bot, sim, listener
+) -> None:
+    listener()
+    assert place(bot, {**MARKET_BUY, "size": 2}, key="long").status_code == 201
+    wait_for(lambda: bot.get("/api/v1/positions/").json() != [], message="the position")
+    Account.objects.filter(broker_account_id=DEMO_ACCOUNT).update(trading_state="reduce_only")
+    sell = {**MARKET_BUY, "side": "sell", "size": 1}
+    # its stop loss would buy back above: exposure the account may not add
+    refused = place(bot, {**sell, "stop_loss_ticks": 8}, key="bracketed-sell")
+    assert_risk_refusal(refused, status=422, code="risk_limit", limit="tradingState")
+    assert place(bot, sell, key="plain-sell").status_code == 201

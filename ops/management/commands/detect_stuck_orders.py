@@ -82,6 +82,9 @@ class Command(BaseCommand):
                     f"(threshold {stuck.threshold:g} s)"
                 )
         self.stdout.write(self._summary(report))
+        if report.brackets:
+            done = ", ".join(f"{what} {n}" for what, n in sorted(report.brackets.items()))
+            self.stdout.write(f"bracket guard: {done}")
         closes, _ = stuck_closes_sweep(
             verify=options["verify"], on_handled=self._print_handled_close
         )
