@@ -238,6 +238,22 @@
     button.disabled = false;
   }
 
+  // The kill switch: halt the account, cancel every working order, close every position.
+  async function flattenAccount(button) {
+    const { account, name } = button.dataset;
+    if (!confirm(`Flatten ${name} (${account})? This halts the account, cancels every working order and closes every position at market.`)) return;
+    button.disabled = true;
+    const { status, data } = await post(`/desk/accounts/${account}/flatten/`, {});
+    if (status === 200) {
+      button.parentElement.querySelector(".trading-state").textContent = "halted";
+      const done = `cancelled ${data.cancelled.length} orders, closed ${data.closed.length} positions`;
+      toast(data.status === "flat" ? `Account flat: ${done}` : `Flatten pending (the broker has not confirmed yet; press again): ${done}`);
+    } else toast(`Flatten failed: ${(data.error && data.error.message) || status}`);
+    button.disabled = false;
+  }
+  document.querySelectorAll("button.flatten").forEach((button) =>
+    button.addEventListener("click", () => flattenAccount(button)));
+
   // --- The socket: reconnect with backoff, snapshot on every (re)connect ----------------------
 
   async function loadSnapshot() {
