@@ -172,7 +172,7 @@ def _fill_apply(account: Account, trade: WireTrade, trigger: str) -> FillResult:
     else:
         fill, stored = taken
     if stored and not fill.voided:
-        _realized(account.pk, fill, 1)  # h15-risk: the day's realized P&L (daily loss limit)
+        _realized(account.pk, fill, 1)  # the day's realized P&L (daily loss limit)
     if not stored:
         if not trade.voided:
             return FillResult(FillOutcome.DUPLICATE, fill, order)  # a replay: nothing to do
@@ -209,7 +209,7 @@ def _fill_apply(account: Account, trade: WireTrade, trigger: str) -> FillResult:
 def _void(fill: Fill, order: Order | None, trigger: str) -> FillResult:
     fill.voided = True
     fill.save(update_fields=["voided"])
-    _realized(fill.account_id, fill, -1)  # h15-risk: a voided trade's P&L is taken back
+    _realized(fill.account_id, fill, -1)  # a voided trade's P&L is taken back
     logger.error(
         "ALERT trade %s voided by the broker (order %s)", fill.broker_trade_id, fill.order_id
     )
@@ -218,7 +218,7 @@ def _void(fill: Fill, order: Order | None, trigger: str) -> FillResult:
     return FillResult(FillOutcome.VOIDED, fill, order)
 
 
-# --- h15-risk: the realized P&L of the trading day, kept by accounts (orders may not read
+# The realized P&L of the trading day, kept by accounts (orders may not read
 # fills, so the daily loss limit reads these totals). Alone: one upsert per trade; in an
 # event batch: collected, one upsert per account when the batch ends.
 
@@ -368,7 +368,7 @@ def _find_or_mirror(account: Account, wire: WireOrder, trigger: str) -> tuple[Or
                 custom_tag=wire.custom_tag or None,
                 broker_order_id=wire.id,
                 created_by="broker",
-                # --- brackets (issue 15): a bracket child's role and entry --------------
+                # A bracket child: its role and its entry.
                 **brackets.bracket_child_fields(account_id=account.pk, wire=wire),
             )
             order_transition(
@@ -437,7 +437,7 @@ class _EventBatch:
         # Broker order ids the batch looked for and found no order of (their fills are
         # orphans): not asked again, unless an order event mirrors one.
         self._absent: set[tuple[int, int]] = set()
-        # h15-risk: account pk -> the realized P&L entries of the batch's trades
+        # account pk -> the realized P&L entries of the batch's trades
         self.realized: dict[int, list[RealizedEntry]] = {}
 
     # Orders ---------------------------------------------------------------------------------
@@ -627,7 +627,7 @@ def events_batched(groups: list[AccountEvents]) -> Iterator[None]:
             for group in groups:
                 batch.store(group.account, group.trades)
             yield
-            for account_id in sorted(batch.realized):  # h15-risk: one upsert per account
+            for account_id in sorted(batch.realized):  # one upsert per account
                 realized_pnl_add(account_id=account_id, entries=batch.realized[account_id])
         finally:
             _event_batch.reset(token)
