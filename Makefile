@@ -53,12 +53,12 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py serve --host 127.0.0.1 --port 8000
+	$(BIN)/python manage.py serve --host 127.0.0.1 --port 8000 --price-walk
 
-# make run, plus a small bot that trades and moves the simulator's prices.
+# make run (prices walking by themselves), plus a small bot that trades.
 demo: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py serve --host 127.0.0.1 --port 8000 --demo
+	$(BIN)/python manage.py serve --host 127.0.0.1 --port 8000 --price-walk --demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,9 +6,12 @@ from typing import Any
 from rest_framework import serializers
 
 from fills.models import FILL_FIELDS, Fill
+from orders.brackets import bracket_children, brackets_refusal
+from orders.exceptions import BracketsNotEnabled, error_body
 from orders.models import (
     ORDER_FIELDS,
     TRANSITION_FIELDS,
+    BracketRole,
     Order,
     OrderIncludingArchived,
     OrderSide,
@@ -16,6 +19,7 @@ from orders.models import (
     OrderTransition,
     OrderType,
 )
+from orders.validation import MAX_BRACKET_TICKS
 
 INCLUDE_ARCHIVED_HELP = (
     "Also return orders moved to the archive (terminal and older than "
@@ -40,6 +44,20 @@ class PriceField(serializers.DecimalField):
         return super().to_internal_value(data)
 
 
+class TicksField(serializers.IntegerField):
+    """A whole number of ticks as a JSON integer: "5", 5.0 and true are refused, not read."""
+
+    default_error_messages = {"not_integer": "Send a whole number of ticks as a JSON integer."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, max_value=MAX_BRACKET_TICKS, **kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("not_integer")
+        return int(super().to_internal_value(data))
+
+
 class OrderCreateInputSerializer(serializers.Serializer):
     account = serializers.IntegerField(help_text="The broker's account id")
     contract_id = serializers.CharField(max_length=64)
@@ -49,6 +67,17 @@ class OrderCreateInputSerializer(serializers.Serializer):
     limit_price = PriceField(required=False, allow_null=True)
     stop_price = PriceField(required=False, allow_null=True)
     trail_price = PriceField(required=False, allow_null=True)
+    stop_loss_ticks = TicksField(
+        required=False,
+        allow_null=True,
+        help_text="A native stop-loss bracket this many ticks from the fill (1..1000), on "
+        "market, limit, stop and join orders",
+    )
+    take_profit_ticks = TicksField(
+        required=False,
+        allow_null=True,
+        help_text="A native take-profit bracket this many ticks from the fill (1..1000)",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = (
@@ -101,6 +130,11 @@ class OrderListFilterSerializer(serializers.Serializer):
     include_archived = serializers.BooleanField(
         required=False, default=False, help_text=INCLUDE_ARCHIVED_HELP
     )
+    # DRF's metaclass takes declared fields off the class, so `parent` does not shadow
+    # Field.parent at runtime; django-stubs cannot know that.
+    parent = serializers.UUIDField(  # type: ignore[assignment]
+        required=False, help_text="Only the bracket children of this entry order"
+    )
 
 
 class OrderOutputSerializer(serializers.ModelSerializer):
@@ -118,11 +152,75 @@ class OrderOutputSerializer(serializers.ModelSerializer):
         max_digits=20, decimal_places=9, allow_null=True, normalize_output=True
     )
     remaining_size = serializers.IntegerField()
+    parent = serializers.SerializerMethodField(  # type: ignore[assignment]  # as above
+        help_text="The entry of a bracket child, else null"
+    )
+    role = serializers.SerializerMethodField(
+        help_text="entry, stop_loss or take_profit in a bracket group; null for a plain order"
+    )
+    brackets = serializers.SerializerMethodField(
+        help_text="On an entry: its bracket children (id, role, status, prices); else null"
+    )
 
     class Meta:
         model = Order
-        fields = list(ORDER_FIELDS)
+        fields = [
+            *ORDER_FIELDS,
+            "stop_loss_ticks",
+            "take_profit_ticks",
+            "parent",
+            "role",
+            "brackets",
+            "protection",
+            "unprotected_at",
+        ]
         read_only_fields = fields
+
+    def get_parent(self, order: Order) -> str | None:
+        return None if order.bracket_parent_id is None else str(order.bracket_parent_id)
+
+    def get_role(self, order: Order) -> str | None:
+        return order.bracket_role or None
+
+    def get_brackets(self, order: Order) -> list[dict[str, Any]] | None:
+        if order.bracket_role != BracketRole.ENTRY:
+            return None
+        # A list passes every entry's children in its context (one query for the page).
+        known = self.context.get("bracket_children")
+        children = (known if known is not None else bracket_children([order.pk])).get(
+            str(order.pk), []
+        )
+        return [_child(child) for child in children]
+
+
+def _price(value: Decimal | None) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
+
+
+def _child(child: Order) -> dict[str, Any]:
+    return {
+        "id": str(child.pk),
+        "role": child.bracket_role or None,
+        "status": child.status,
+        "size": child.size,
+        "stop_price": _price(child.stop_price),
+        "limit_price": _price(child.limit_price),
+        "filled_size": child.filled_size,
+        "avg_fill_price": _price(child.avg_fill_price),
+        "broker_order_id": child.broker_order_id,
+        "oco_cancelled_by": child.oco_cancelled_by or None,
+    }
+
+
+def order_placement_body(order: Order) -> dict[str, Any]:
+    """What a placement answers (and its key replays): the order; for an entry the broker
+    refused because the account is not in "Auto OCO Brackets" mode, the one error shape
+    `brackets_not_enabled` with the broker's message, and the order beside it."""
+    data = dict(OrderOutputSerializer(order).data)
+    message = brackets_refusal(order)
+    if message is None:
+        return data
+    return {**error_body(BracketsNotEnabled.code, message), "order": data}
 
 
 class OrderIncludingArchivedOutputSerializer(OrderOutputSerializer):

@@ -45,7 +45,9 @@ from projectx.simulator import GatewaySimulator, PlaceOrderRequest
 ACCOUNTS = (1001, 1002)
 CONTRACT = "CON.F.US.MNQ.Z26"
 PRICE = Decimal("20000.00")
-BATCH = 100  # the listener's MAX_BATCH
+# Fills per batch in the ceiling: the listener's MAX_BATCH is 1,000 events, and a fill comes
+# with three more (its order, position and account events), so a full batch holds 250 fills.
+BATCH = 250
 
 
 @dataclass
@@ -156,7 +158,8 @@ def children(pid: int) -> list[int]:
 def ceiling(dsn: str, fills: int) -> float:
     """The same rows the listener writes per fill, by plain psycopg in batches of BATCH: the
     fills (one multi-row INSERT ... ON CONFLICT DO NOTHING), the order (one UPDATE), one audit
-    row per fill (one multi-row INSERT), the position (one upsert), one commit per batch."""
+    row per fill (one multi-row INSERT), the account (one UPDATE), the position (one upsert),
+    one commit per batch."""
     with psycopg.connect(dsn) as conn:
         account_id, order_id = conn.execute(
             "SELECT account_id, id FROM orders_order ORDER BY created_at LIMIT 1"
@@ -194,6 +197,11 @@ def ceiling(dsn: str, fills: int) -> float:
                         (order_id, now, f"fill {i}", json.dumps({}), version[0] * 1000 + n)
                         for n, i in enumerate(ids)
                     ],
+                )
+                conn.execute(
+                    "UPDATE accounts_account SET balance = balance - %s, version = version + 1 "
+                    "WHERE id = %s",
+                    (Decimal("0.37") * len(ids), account_id),
                 )
                 conn.execute(
                     "INSERT INTO accounts_position (account_id, contract_id, type, size, "

@@ -12,6 +12,7 @@ than the one it shows, so a late, repeated or reordered message never leaves a w
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from accounts.models import Position
-from desk.selectors import order_row, position_row
+from desk.selectors import order_row, position_marks_rows, position_row
 from orders.models import Order
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,25 @@ def broadcast_position(position: Position) -> None:
         position.account.broker_account_id,
         lambda: {"type": "position.updated", "row": position_row(position)},
     )
+
+
+def broadcast_marks(contract_ids: set[str]) -> None:
+    """The new price cells of the positions in these contracts, to each account's group.
+    `prices_changed` comes at most once per market-data publish interval, which is what keeps
+    this to a few messages a second per account however fast the market ticks."""
+    layer = get_channel_layer()
+    if layer is None or (isinstance(layer, InMemoryChannelLayer) and not layer.groups):
+        return  # nobody in this process to tell: skip the query
+    for broker_account_id, rows in position_marks_rows(contract_ids).items():
+        _send(broker_account_id, functools.partial(_marks_message, rows))
+
+
+def _marks_message(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "marks.updated", "rows": rows}
+
+
+def on_prices_changed(sender: Any, prices: dict[str, Any], **kwargs: Any) -> None:
+    broadcast_marks(set(prices))
 
 
 def on_order_changed(sender: Any, order: Order, **kwargs: Any) -> None:

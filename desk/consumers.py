@@ -45,6 +45,9 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
     async def position_updated(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "position", "row": event["row"]})
 
+    async def marks_updated(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "marks", "rows": event["rows"]})
+
     @database_sync_to_async
     def _account_ids(self) -> list[int]:
         return [a.broker_account_id for a in desk_accounts(self.scope["user"])]

@@ -12,6 +12,7 @@ from django.db.models import Q
 from accounts.models import Account, Position, PositionType
 from accounts.selectors import accounts_visible_to
 from fills.models import Fill
+from marketdata.selectors import NO_MARK, Mark, position_marks
 from orders.lifecycle import TERMINAL
 from orders.models import Order
 
@@ -40,10 +41,16 @@ def order_row(order: Order) -> dict[str, Any]:
         "created_at": order.created_at.isoformat() if order.created_at else None,
         "version": order.version,
         "terminal": order.status in TERMINAL,
+        # Bracket groups: the role, the entry a child belongs to, an entry left unprotected.
+        "role": order.bracket_role or None,
+        "parent": str(order.bracket_parent_id) if order.bracket_parent_id else None,
+        "unprotected": order.unprotected_at is not None,
     }
 
 
-def position_row(position: Position) -> dict[str, Any]:
+def position_row(position: Position, mark: Mark | None = None) -> dict[str, Any]:
+    if mark is None:
+        mark = position_marks([position]).get(position.pk, NO_MARK)
     return {
         "key": f"{position.account.broker_account_id}:{position.contract_id}",
         "account": position.account.broker_account_id,
@@ -53,7 +60,33 @@ def position_row(position: Position) -> dict[str, Any]:
         "average_price": _decimal(position.average_price),
         "version": position.version,
         "last_server_ts": position.last_server_ts.isoformat() if position.last_server_ts else None,
+        **mark_fields(mark),
     }
+
+
+def mark_fields(mark: Mark) -> dict[str, str | None]:
+    """A position's price cells; they move with the market, not with the row's version."""
+    return {
+        "last_price": _decimal(mark.last_price),
+        "unrealized_pnl": _decimal(mark.unrealized_pnl),
+    }
+
+
+def position_marks_rows(contract_ids: set[str]) -> dict[int, list[dict[str, Any]]]:
+    """The price cells of every open position in these contracts, by broker account id."""
+    positions = list(
+        Position.objects.filter(contract_id__in=contract_ids, account__active=True)
+        .exclude(type=PositionType.FLAT)
+        .select_related("account")
+    )
+    marks = position_marks(positions)
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for position in positions:
+        account_id = position.account.broker_account_id
+        rows.setdefault(account_id, []).append(
+            {"key": f"{account_id}:{position.contract_id}", **mark_fields(marks[position.pk])}
+        )
+    return rows
 
 
 def desk_accounts(user: User | AnonymousUser) -> list[Account]:
@@ -70,15 +103,16 @@ def desk_snapshot(user: User | AnonymousUser) -> dict[str, Any]:
         .select_related("account")
         .order_by("-created_at")[:1000]
     )
-    positions = (
+    positions = list(
         Position.objects.filter(account__in=accounts)
         .exclude(type=PositionType.FLAT)
         .select_related("account")
     )
+    marks = position_marks(positions)
     return {
         "accounts": [{"id": a.broker_account_id, "name": a.name} for a in accounts],
         "orders": [order_row(o) for o in orders],
-        "positions": [position_row(p) for p in positions],
+        "positions": [position_row(p, marks[p.pk]) for p in positions],
     }
 
 

@@ -12,4 +12,9 @@ urlpatterns = [
     path("orders/<uuid:order_id>/", views.order_detail, name="order-detail"),
     path("orders/<uuid:order_id>/cancel/", views.order_cancel_view, name="order-cancel"),
     path("positions/close/", views.position_close_view, name="position-close"),
+    path(
+        "accounts/<int:account_id>/flatten/",
+        views.account_flatten_view,
+        name="account-flatten",
+    ),
 ]

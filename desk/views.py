@@ -20,6 +20,7 @@ from accounts.selectors import accounts_visible_to
 from desk.selectors import desk_accounts, desk_order_detail, desk_snapshot, order_row
 from orders.amend import order_cancel
 from orders.exceptions import ErrorDescription, IfMatchRequired, describe_error, error_body
+from orders.flatten import account_flatten, flatten_status
 from orders.lifecycle import cancel_http_status
 from orders.models import TransitionTrigger
 from orders.position_close import position_close
@@ -114,4 +115,30 @@ def position_close_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"state": close.state, "detail": close.detail, "closed_size": close.closed_size},
         status=status,
+    )
+
+
+@login_required
+@require_POST
+def account_flatten_view(request: HttpRequest, account_id: int) -> JsonResponse:
+    """The desk's "Flatten account" button (the page asks for confirmation first)."""
+    account = accounts_visible_to(request.user).filter(broker_account_id=account_id).first()
+    if account is None:
+        return JsonResponse(error_body("not_found", "unknown account"), status=404)
+    try:
+        run = account_flatten(
+            account=account, actor=request.user.get_username(), trigger=TransitionTrigger.ADMIN
+        )
+    except Exception as exc:
+        described = describe_error(exc)
+        if described is None:
+            raise
+        return _error(described)
+    return JsonResponse(
+        {
+            "status": flatten_status(run),
+            "cancelled": run.cancelled,
+            "closed": run.closed,
+            "detail": run.detail,
+        }
     )

@@ -60,14 +60,24 @@ class OrderPayload:
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     trail_price: Decimal | None = None
+    stop_loss_ticks: int | None = None
+    take_profit_ticks: int | None = None
 
     def canonical(self) -> str:
         def price(value: Decimal | None) -> str | None:
             # 21000.50 and 21000.5 are the same price: normalise before hashing.
             return None if value is None else format(value.normalize(), "f")
 
+        # Brackets join the canonical form only when asked for, so an order without them keeps
+        # the fingerprint (and derived key) it had before brackets existed.
+        brackets = {
+            name: getattr(self, name)
+            for name in ("stop_loss_ticks", "take_profit_ticks")
+            if getattr(self, name) is not None
+        }
         return json.dumps(
             {
+                **brackets,
                 "account": self.account_broker_id,
                 "contract_id": self.contract_id,
                 "side": self.side,

@@ -25,6 +25,7 @@ from django.db.models import F, Q
 
 from orders.models import FILL_AT_ONCE_TYPES, TERMINAL_STATES, OrderStatus
 from orders.wire import local_state_for
+from projectx.enums import OrderStatus as BrokerOrderStatus
 
 S = OrderStatus
 
@@ -241,3 +242,47 @@ def broker_terms_differ(
         if value is not None and value != getattr(order, field):
             changes[field] = value
     return changes
+
+
+# --- Brackets (orders/brackets.py acts on these) ------------------------------------------------
+
+# The broker statuses of a bracket child that still works: Open and Pending can trigger;
+# Suspended (8) is a child waiting for its entry.
+_CHILD_ARMED = frozenset({BrokerOrderStatus.OPEN, BrokerOrderStatus.PENDING})
+_CHILD_WORKING = _CHILD_ARMED | {BrokerOrderStatus.SUSPENDED}
+
+
+def bracket_child_working(broker_status: int) -> bool:
+    return broker_status in _CHILD_WORKING
+
+
+def stop_protects(
+    *, broker_status: int, remaining: int, exposure: int, entry_working: bool
+) -> bool:
+    """Does a stop-loss child, as the broker shows it, cover `exposure` filled contracts?
+
+    It must be armed (Open or Pending) for at least that many. A Suspended child counts only
+    while its entry is still working: the broker arms the children when the entry completes
+    (or is cancelled after a partial fill), so a partly filled entry still resting keeps its
+    stop Suspended by design. A Suspended stop under an entry that has ended protects nothing.
+    """
+    if remaining < exposure:
+        return False
+    if broker_status in _CHILD_ARMED:
+        return True
+    return broker_status == BrokerOrderStatus.SUSPENDED and entry_working
+
+
+def protection_deadline(
+    *, filled_at: datetime, stop_lost_at: datetime | None, within: timedelta
+) -> datetime:
+    """When an entry without a working stop must be acted on: `within` after its last fill,
+    or after its stop was lost (rejected, cancelled) if that came later."""
+    start = max(filled_at, stop_lost_at) if stop_lost_at is not None else filled_at
+    return start + within
+
+
+def oco_overdue(*, leg_filled_at: datetime, now: datetime, within: timedelta) -> bool:
+    """A leg filled completely this long ago and its sibling still works: the broker's OCO
+    did not happen, so we cancel the sibling ourselves."""
+    return now - leg_filled_at >= within

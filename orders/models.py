@@ -70,6 +70,23 @@ class OrderType(models.TextChoices):
 FILL_AT_ONCE_TYPES = (OrderType.MARKET, OrderType.JOIN_BID, OrderType.JOIN_ASK)
 
 
+class BracketRole(models.TextChoices):
+    """An order's place in a native bracket group [reference 4.4]; "" for a plain order."""
+
+    ENTRY = "entry", "Entry"
+    STOP_LOSS = "stop_loss", "Stop loss"
+    TAKE_PROFIT = "take_profit", "Take profit"
+
+
+class Protection(models.TextChoices):
+    """What the protection guard (orders/brackets.py) last concluded about a filled entry with a
+    stop-loss bracket; "" until the entry has a fill to protect."""
+
+    PROTECTED = "protected", "Protected"  # the broker showed a working stop covering it
+    UNPROTECTED = "unprotected", "Unprotected"  # it did not within the window: acted on
+    ENDED = "ended", "Ended"  # nothing left to protect (the group is flat): no longer checked
+
+
 class TransitionTrigger(models.TextChoices):
     API = "api", "Bot API"
     ADMIN = "admin", "Admin"
@@ -126,6 +143,28 @@ class OrderColumns(models.Model):
     # outside this system.
     account_seq = models.PositiveBigIntegerField(null=True, blank=True)
 
+    # Native brackets [reference 4.4]. The entry keeps the ticks it was placed with; the broker
+    # creates its stop-loss and take-profit children, mirrored as orders of their own that
+    # point at it. No foreign key: an entry and its children are archived independently.
+    stop_loss_ticks = models.PositiveSmallIntegerField(null=True, blank=True)
+    take_profit_ticks = models.PositiveSmallIntegerField(null=True, blank=True)
+    bracket_role = models.CharField(
+        max_length=12, choices=BracketRole.choices, blank=True, default=""
+    )
+    bracket_parent_id = models.UUIDField(
+        null=True, blank=True, help_text="The entry of this bracket child"
+    )
+    # The protection guard's stored times, so that it survives restarts (orders/brackets.py).
+    protection = models.CharField(max_length=12, choices=Protection.choices, blank=True, default="")
+    protection_checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the broker last showed this entry protected"
+    )
+    unprotected_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the entry was found without a working stop loss"
+    )
+    # On a bracket child cancelled because its sibling filled: who cancelled it (OCO).
+    oco_cancelled_by = models.CharField(max_length=12, blank=True, default="")
+
     class Meta:
         abstract = True
 
@@ -172,6 +211,19 @@ class Order(FSMModelMixin, OrderColumns):
                 fields=["account", "account_seq"],
                 condition=Q(status="created"),
                 name="order_placement_queue",
+            ),
+            # A bracket entry's children (?parent=, the order output's `brackets`).
+            models.Index(
+                fields=["bracket_parent_id"],
+                condition=Q(bracket_parent_id__isnull=False),
+                name="order_bracket_children",
+            ),
+            # The protection guard's candidates: entries with a stop loss still guarded.
+            models.Index(
+                fields=["account", "last_fill_at"],
+                condition=Q(bracket_role="entry", stop_loss_ticks__isnull=False)
+                & ~Q(protection="ended"),
+                name="order_bracket_guarded",
             ),
             # archive_orders walks terminal orders oldest first, (updated_at, id) as its cursor.
             models.Index(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from django.contrib.auth.models import AnonymousUser, User
@@ -41,6 +42,7 @@ def order_list(
     created_before: datetime | None = None,
     overfilled: bool | None = None,
     include_archived: bool = False,
+    parent: uuid.UUID | None = None,
 ) -> QuerySet[Order] | QuerySet[OrderIncludingArchived]:
     orders: QuerySet[Order] | QuerySet[OrderIncludingArchived] = (
         orders_including_archived_visible_to(user) if include_archived else orders_visible_to(user)
@@ -57,6 +59,8 @@ def order_list(
         orders = orders.filter(created_at__lt=created_before)
     if overfilled is not None:
         orders = orders.filter(overfilled=overfilled)
+    if parent is not None:
+        orders = orders.filter(bracket_parent_id=parent)
     return orders
 
 

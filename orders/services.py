@@ -33,6 +33,7 @@ from orders.exceptions import IllegalTransition, VersionConflict
 from orders.models import (
     CORRECTIONS,
     TRANSITION_METHODS,
+    BracketRole,
     Order,
     OrderStatus,
     OrderTransition,
@@ -66,6 +67,13 @@ _WRITABLE_FIELDS = frozenset(
         # that the same key can place later; the audit row keeps the old values.
         "idempotency_key",
         "custom_tag",
+        # The bracket guard's records (orders/brackets.py): audited like any other write.
+        "bracket_parent_id",
+        "bracket_role",
+        "protection",
+        "protection_checked_at",
+        "unprotected_at",
+        "oco_cancelled_by",
     }
 )
 
@@ -460,9 +468,23 @@ def order_create(
     broker_order_id: int | None = None,
     created_by: str = "",
     account_seq: int | None = None,
+    stop_loss_ticks: int | None = None,
+    take_profit_ticks: int | None = None,
+    bracket_role: str | None = None,
+    bracket_parent_id: uuid.UUID | None = None,
 ) -> Order:
-    """Store a new order in `created`. Placement (issue: placing orders) builds on this."""
+    """Store a new order in `created`. Placement (issue: placing orders) builds on this.
+
+    An order placed with brackets is their entry; a mirrored bracket child is given its role
+    and entry (`orders.brackets.bracket_child_fields`)."""
+    if bracket_role is None:
+        has_brackets = stop_loss_ticks is not None or take_profit_ticks is not None
+        bracket_role = BracketRole.ENTRY if has_brackets else ""
     return Order.objects.create(
+        stop_loss_ticks=stop_loss_ticks,
+        take_profit_ticks=take_profit_ticks,
+        bracket_role=bracket_role,
+        bracket_parent_id=bracket_parent_id,
         account_id=account_id,
         contract_id=contract_id,
         side=side,

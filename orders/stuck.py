@@ -20,6 +20,9 @@ fill that long. A resting limit or stop order without fills is waiting for its p
 5. open, partially_filled: the broker's view of the order is adopted (fills it counts that we
    lack are fetched); an order the broker still has working stays as it is.
 
+6. bracket groups (with `verify`): the bracket guard (orders/brackets.py), OCO and the
+   protection guarantee, exactly as the listener runs it.
+
 A position close is stuck when it is in progress and its lease expired: the process running it
 died (see orders/position_close.py). `stuck_closes_sweep(verify=True)` takes each over and
 finishes it from the broker's truth, exactly as the next close request on the contract would.
@@ -48,6 +51,7 @@ from accounts.gateway import get_gateway
 from accounts.models import PositionClose
 from common import metrics
 from common.locking import ADVISORY_NAMESPACE_PLACEMENT, TurnTimeout, advisory_lock
+from orders.brackets import brackets_guard
 from orders.exceptions import IllegalTransition, VersionConflict
 from orders.models import FILL_AT_ONCE_TYPES, Order, OrderStatus, TransitionTrigger
 from orders.placement import order_release_unsent
@@ -104,6 +108,8 @@ class StuckReport:
     found: list[StuckOrder] = field(default_factory=list)
     handled: list[Handled] = field(default_factory=list)
     remaining: dict[str, int] = field(default_factory=dict)
+    # What the bracket guard did on this run (OCO, protection; orders/brackets.py).
+    brackets: Counter[str] = field(default_factory=Counter)
 
     @property
     def found_by_state(self) -> Counter[str]:
@@ -363,8 +369,20 @@ def stuck_orders_sweep(
             report.handled.append(handled)
             if on_handled is not None:
                 on_handled(handled)
+        report.brackets = bracket_groups_sweep()
     report.remaining = stuck_orders_count(now=timezone.now() if verify else now)
     return report
+
+
+def bracket_groups_sweep() -> Counter[str]:
+    """The bracket guard, from the sweep too: a listener that is down (or restarting) must not
+    leave a filled entry without its stop. Every check is from stored times and the broker's
+    truth, so running it here and in the listener at once is safe."""
+    try:
+        return brackets_guard()
+    except Exception:  # the sweep's other work must not stop on it
+        logger.exception("bracket guard failed")
+        return Counter({"error": 1})
 
 
 # --- Position closes whose process died -------------------------------------------------------

@@ -25,11 +25,27 @@ _REQUIRED_PRICES: dict[str, set[str]] = {
     OrderType.JOIN_ASK: set(),
 }
 PRICE_FIELDS = ("limit_price", "stop_price", "trail_price")
+BRACKET_FIELDS = ("stop_loss_ticks", "take_profit_ticks")
+# The types the broker's native brackets ride on [reference 4.4]: the entry must fill outright
+# (market, join) or at its price (limit, stop). Others are refused rather than sent to be
+# refused there.
+BRACKET_TYPES = frozenset(
+    {OrderType.MARKET, OrderType.LIMIT, OrderType.STOP, OrderType.JOIN_BID, OrderType.JOIN_ASK}
+)
+MAX_BRACKET_TICKS = 1000
 
 
 def order_validate_prices(*, payload: idempotency.OrderPayload) -> None:
     """Refuse prices the type does not take, missing ones, and prices off the tick size."""
     errors: dict[str, list[str]] = {}
+    for field in BRACKET_FIELDS:
+        ticks = getattr(payload, field)
+        if ticks is None:
+            continue
+        if payload.type not in BRACKET_TYPES:
+            errors[field] = [f"not available on a {payload.type} order"]
+        elif not 1 <= ticks <= MAX_BRACKET_TICKS:
+            errors[field] = [f"must be a whole number of ticks from 1 to {MAX_BRACKET_TICKS}"]
     required = _REQUIRED_PRICES[payload.type]
     for field in PRICE_FIELDS:
         value = getattr(payload, field)
@@ -66,6 +82,8 @@ def payload_from(
     limit_price: Decimal | None = None,
     stop_price: Decimal | None = None,
     trail_price: Decimal | None = None,
+    stop_loss_ticks: int | None = None,
+    take_profit_ticks: int | None = None,
 ) -> idempotency.OrderPayload:
     return idempotency.OrderPayload(
         account_broker_id=account.broker_account_id,
@@ -76,4 +94,6 @@ def payload_from(
         limit_price=limit_price,
         stop_price=stop_price,
         trail_price=trail_price,
+        stop_loss_ticks=stop_loss_ticks,
+        take_profit_ticks=take_profit_ticks,
     )

@@ -88,6 +88,30 @@ class EventAction(IntEnum):
     DELETE = 2
 
 
+class TradeLogType(IntEnum):
+    """A market trade's aggressor (market hub `GatewayTrade.type`)."""
+
+    BUY = 0
+    SELL = 1
+
+
+class DomType(IntEnum):
+    """A market-depth entry's kind (market hub `GatewayDepth.type`)."""
+
+    UNKNOWN = 0
+    ASK = 1
+    BID = 2
+    BEST_ASK = 3
+    BEST_BID = 4
+    TRADE = 5
+    RESET = 6
+    LOW = 7
+    HIGH = 8
+    NEW_BEST_BID = 9
+    NEW_BEST_ASK = 10
+    FILL = 11
+
+
 # User hub: what the client invokes, and the events the server pushes.
 HUB_SUBSCRIBE_ACCOUNTS = "SubscribeAccounts"
 HUB_SUBSCRIBE_ORDERS = "SubscribeOrders"
@@ -103,6 +127,19 @@ EVENT_ORDER = "GatewayUserOrder"
 EVENT_POSITION = "GatewayUserPosition"
 EVENT_TRADE = "GatewayUserTrade"
 USER_HUB_EVENTS = (EVENT_ACCOUNT, EVENT_ORDER, EVENT_POSITION, EVENT_TRADE)
+
+# Market hub (section 6.3): per-contract subscriptions; events carry (contractId, data).
+HUB_SUBSCRIBE_CONTRACT_QUOTES = "SubscribeContractQuotes"
+HUB_SUBSCRIBE_CONTRACT_TRADES = "SubscribeContractTrades"
+HUB_SUBSCRIBE_CONTRACT_MARKET_DEPTH = "SubscribeContractMarketDepth"
+HUB_UNSUBSCRIBE_CONTRACT_QUOTES = "UnsubscribeContractQuotes"
+HUB_UNSUBSCRIBE_CONTRACT_TRADES = "UnsubscribeContractTrades"
+HUB_UNSUBSCRIBE_CONTRACT_MARKET_DEPTH = "UnsubscribeContractMarketDepth"
+
+EVENT_QUOTE = "GatewayQuote"
+EVENT_MARKET_TRADE = "GatewayTrade"
+EVENT_DEPTH = "GatewayDepth"
+MARKET_HUB_EVENTS = (EVENT_QUOTE, EVENT_MARKET_TRADE, EVENT_DEPTH)
 
 
 # Per-endpoint `errorCode` enums (reference section 3 and 4; names and numbers from the SPEC).

@@ -28,12 +28,14 @@ from api.serializers import (
     OrderModifyInputSerializer,
     OrderOutputSerializer,
     OrderTransitionOutputSerializer,
+    order_placement_body,
 )
 from fills.selectors import order_fills
 from orders.amend import order_cancel, order_modify
+from orders.brackets import bracket_children
 from orders.exceptions import CloseFailed, IfMatchRequired
 from orders.lifecycle import cancel_http_status
-from orders.models import Order, OrderIncludingArchived
+from orders.models import BracketRole, Order, OrderIncludingArchived
 from orders.placement import order_place, timing
 from orders.position_close import position_close
 from orders.selectors import (
@@ -119,8 +121,10 @@ class OrderListCreateApi(APIView):
             else OrderOutputSerializer
         )
         paginator = OrderPagination()
-        page = paginator.paginate_queryset(orders, request, view=self)
-        return paginator.get_paginated_response(output(page, many=True).data)
+        page = paginator.paginate_queryset(orders, request, view=self) or []
+        entries = [order.pk for order in page if order.bracket_role == BracketRole.ENTRY]
+        context = {"bracket_children": bracket_children(entries)}
+        return paginator.get_paginated_response(output(page, many=True, context=context).data)
 
     @extend_schema(
         operation_id="orders_create",
@@ -156,7 +160,7 @@ class OrderListCreateApi(APIView):
                 payload=payload,
                 client_key=request.headers.get("Idempotency-Key"),
                 actor=request.user.get_username(),
-                render=lambda order: OrderOutputSerializer(order).data,
+                render=order_placement_body,
             )
             response = Response(result.body, status=result.http_status)
             if result.version is not None:

@@ -3,9 +3,11 @@ from __future__ import annotations
 import logging
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from accounts.models import Position, PositionClose
@@ -25,6 +27,18 @@ from orders.models import (
 from orders.position_close import position_close
 
 logger = logging.getLogger(__name__)
+
+# The bracket columns (orders/brackets.py writes them; nobody edits them here).
+BRACKET_FIELDS = (
+    "stop_loss_ticks",
+    "take_profit_ticks",
+    "bracket_role",
+    "bracket_parent_id",
+    "protection",
+    "protection_checked_at",
+    "unprotected_at",
+    "oco_cancelled_by",
+)
 
 
 class OrderTransitionInline(admin.TabularInline):
@@ -113,17 +127,73 @@ def _report(
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    list_display = [*ORDER_LIST_COLUMNS, "age_in_state", "broker_order_id", "created_at"]
-    list_filter = ["status", "overfilled", "account", "contract_id", "created_at"]
-    search_fields = ["=id", "=broker_order_id", "=idempotency_key"]
+    list_display = [
+        *ORDER_LIST_COLUMNS,
+        "bracket",
+        "age_in_state",
+        "broker_order_id",
+        "created_at",
+    ]
+    list_filter = [
+        "status",
+        "overfilled",
+        "bracket_role",
+        "protection",
+        "account",
+        "contract_id",
+        "created_at",
+    ]
+    # "=bracket_parent_id": an entry's id finds its children (with the entry itself by "=id").
+    search_fields = ["=id", "=broker_order_id", "=idempotency_key", "=bracket_parent_id"]
     date_hierarchy = "created_at"
     list_select_related = ["account"]
     raw_id_fields = ["account"]
     inlines = [OrderTransitionInline, FillInline]
     # The state only moves through the services; nobody edits it (or anything else the broker
     # owns) by hand here. Actions that act on orders call the services.
-    readonly_fields = [*ORDER_FIELDS, "last_server_ts"]
+    readonly_fields = [*ORDER_FIELDS, "last_server_ts", *BRACKET_FIELDS, "bracket_group"]
     actions = [cancel_orders, verify_orders]
+
+    @admin.display(description="Bracket")
+    def bracket(self, order: Order) -> str:
+        if not order.bracket_role:
+            return ""
+        group = str(order.bracket_parent_id or order.pk)[:8]
+        flag = " UNPROTECTED" if order.unprotected_at else ""
+        return f"{order.get_bracket_role_display()} {group}{flag}"
+
+    @admin.display(description="Bracket group")
+    def bracket_group(self, order: Order) -> str:
+        """The entry and its children together, each a link to its own page."""
+        entry_id = order.bracket_parent_id or (order.pk if order.bracket_role else None)
+        if entry_id is None:
+            return "-"
+        group = list(
+            Order.objects.filter(Q(pk=entry_id) | Q(bracket_parent_id=entry_id)).order_by(
+                "created_at"
+            )
+        )
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                '<li><a href="{}">{}</a>: {} {}, {}{}{}</li>',
+                (
+                    (
+                        reverse("admin:orders_order_change", args=[member.pk]),
+                        member.get_bracket_role_display() or "order",
+                        member.type,
+                        member.size,
+                        member.status,
+                        f" @ {member.stop_price or member.limit_price}"
+                        if (member.stop_price or member.limit_price)
+                        else "",
+                        " (this order)" if member.pk == order.pk else "",
+                    )
+                    for member in group
+                ),
+            ),
+        )
 
     @admin.display(description="Age in state")
     def age_in_state(self, order: Order) -> str:

@@ -1,6 +1,6 @@
 """The account's placement queue: acceptance under the account's row lock (its place in the
 queue, its depth, a close in progress), and sending in acceptance order in the account's turn.
-See docs/decisions/0002 and 0006."""
+See docs/decisions/0002 and 0007."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from orders.placement.submission import (
     settle_when_answered,
     wait_until_settled,
 )
+from orders.risk import order_risk_check
 from orders.services import order_create, order_transition
 
 # A call that has not answered this long after its request was written to the socket hands
@@ -72,19 +73,36 @@ def accept(
     """Store the order (`created`) with its place in the account's queue, or refuse it whole.
 
     Under the account's row lock (the first lock of the hierarchy): the queue depth, a close in
-    progress on the contract, and the next sequence number are decided by one writer at a time.
+    progress on the contract, the pre-trade risk checks and the next sequence number are
+    decided by one writer at a time.
 
-    1. Lock the account; insert the order with the next sequence number. A key used before
-       fails here (the order's customTag is unique per account) with IntegrityError, before
-       any check could refuse what is really a retry: the caller replays.
-    2. One statement: a close in progress, the orders waiting before this one, and a try for
-       the account's turn (`turn`; the caller releases it on every path).
-    3. Refuse (nothing stays: the transaction rolls back) or take the place in the queue and
-       the idempotency record. First in the queue with the turn: `submitting` at once.
+    1. Lock the account; insert the key's idempotency record. A key used before fails here
+       with IntegrityError, before any check could refuse what is really a retry: the caller
+       answers it from the earlier request.
+    2. One statement: a close in progress, the orders waiting, and a try for the account's
+       turn (`turn`; the caller releases it on every path).
+    3. Refuse (nothing stays: the transaction rolls back), or store the order with the next
+       sequence number. First in the queue with the turn: `submitting` at once.
     """
     config = settings.ORDER_MANAGEMENT
     locked = lock_in_order(accounts=[account])["account"][0]
+    record = IdempotencyRecord.objects.create(
+        account=locked,
+        key=key,
+        request_fingerprint=fingerprint,
+        expires_at=now + timedelta(seconds=config.idempotency.key_ttl_seconds),
+    )
+    closing, waiting = _queue_state(locked, payload.contract_id, now, turn)
+    # A close whose lease expired (its process died) does not block: it is taken over later.
+    if closing:
+        raise PositionClosing(contract_id=payload.contract_id)
+    # Pre-trade risk (issue 15): limits and the trading state, decided under this lock.
+    order_risk_check(account=locked, payload=payload, now=now)
+    if waiting >= config.concurrency_control.max_queue_depth_per_account:
+        metrics.placement_queue_rejections_total.inc()
+        raise PlacementQueueFull(waiting=waiting)
     seq = locked.last_order_seq + 1
+    Account.objects.filter(pk=locked.pk).update(last_order_seq=seq)
     order = order_create(
         account_id=locked.pk,
         contract_id=payload.contract_id,
@@ -94,28 +112,16 @@ def accept(
         limit_price=payload.limit_price,
         stop_price=payload.stop_price,
         trail_price=payload.trail_price,
+        stop_loss_ticks=payload.stop_loss_ticks,
+        take_profit_ticks=payload.take_profit_ticks,
         idempotency_key=key,
         custom_tag=idempotency.custom_tag_for(account_broker_id=locked.broker_account_id, key=key),
         created_by=actor,
         account_seq=seq,
     )
     order.account = locked
-    closing, waiting = _queue_state(locked, order, payload.contract_id, now, turn)
-    # A close whose lease expired (its process died) does not block: it is taken over later.
-    if closing:
-        raise PositionClosing(contract_id=payload.contract_id)
-    if waiting >= config.concurrency_control.max_queue_depth_per_account:
-        metrics.placement_queue_rejections_total.inc()
-        raise PlacementQueueFull(waiting=waiting)
-    # (Pre-trade checks belong here: under the account's row lock, before the order counts.)
-    Account.objects.filter(pk=locked.pk).update(last_order_seq=seq)
-    record = IdempotencyRecord.objects.create(
-        account=locked,
-        key=key,
-        request_fingerprint=fingerprint,
-        order=order,
-        expires_at=now + timedelta(seconds=config.idempotency.key_ttl_seconds),
-    )
+    IdempotencyRecord.objects.filter(pk=record.pk).update(order=order)
+    record.order = order
     sending = waiting == 0 and turn.held
     if sending:
         order = order_transition(
@@ -129,10 +135,8 @@ def accept(
     return Accepted(order, record, sending)
 
 
-def _queue_state(
-    account: Account, order: Order, contract_id: str, now: Any, turn: Turn
-) -> tuple[bool, int]:
-    """A close in progress on the contract, and how many orders wait before this one; tries
+def _queue_state(account: Account, contract_id: str, now: Any, turn: Turn) -> tuple[bool, int]:
+    """A close in progress on the contract, and how many orders wait to be sent; tries
     the account's turn in the same statement (PostgreSQL; the local lock on SQLite).
 
     Plain SQL: this runs on every placement, and compiling the same query through the ORM
@@ -144,8 +148,8 @@ def _queue_state(
     sql = (
         f"SELECT EXISTS (SELECT 1 FROM {quote(close_table)} WHERE account_id = %s"
         " AND contract_id = %s AND state = %s AND lease_expires_at >= %s),"
-        f" (SELECT COUNT(*) FROM {quote(order_table)} WHERE account_id = %s AND status = %s"
-        f" AND id <> %s), {turn_sql}"
+        f" (SELECT COUNT(*) FROM {quote(order_table)} WHERE account_id = %s AND status = %s),"
+        f" {turn_sql}"
     )
     params = [
         account.pk,
@@ -154,7 +158,6 @@ def _queue_state(
         PositionClose._meta.get_field("lease_expires_at").get_db_prep_value(now, connection),
         account.pk,
         OrderStatus.CREATED,
-        Order._meta.pk.get_db_prep_value(order.pk, connection),
         *turn_params,
     ]
     with connection.cursor() as cursor:

@@ -23,8 +23,12 @@ class PlacementResult:
 
     @property
     def version(self) -> int | None:
-        """The order's version as the body shows it (the ETag of this answer)."""
-        version = self.body.get("version")
+        """The order's version as the body shows it (the ETag of this answer): at its top,
+        or under `order` when the body is an error shape beside the order."""
+        order = self.body.get("order")
+        version = self.body.get(
+            "version", order.get("version") if isinstance(order, dict) else None
+        )
         return version if isinstance(version, int) else None
 
 

@@ -30,12 +30,13 @@ from django.utils import timezone
 from accounts.models import Account
 from common import metrics
 from orders import idempotency
-from orders.exceptions import IdempotencyKeyReused
+from orders.exceptions import IdempotencyKeyReused, RiskRefusal
 from orders.models import IdempotencyRecord, Order, TransitionTrigger
 from orders.placement import timing
 from orders.placement.queue import accept, account_turn, send_in_turn
 from orders.placement.replay import cached_outcome, previous_outcome, remember
 from orders.placement.results import PlacementResult, Renderer, minimal_body
+from orders.risk import order_refused
 from orders.validation import order_validate_prices
 
 
@@ -79,6 +80,20 @@ def order_place(
         if previous is not None:
             return previous
         raise IdempotencyKeyReused(key) from None
+    except RiskRefusal as refusal:
+        turn.release()
+        # Pre-trade risk (issue 15): a final refusal is stored as the key's outcome.
+        order_refused(
+            account=account,
+            payload=payload,
+            key=key,
+            fingerprint=fingerprint,
+            actor=actor,
+            now=now,
+            refusal=refusal,
+            trigger=trigger,
+        )
+        raise
     except BaseException:
         turn.release()
         raise

@@ -22,7 +22,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from accounts.gateway import get_gateway
-from orders import lifecycle, wire
+from orders import brackets, lifecycle, wire
 from orders.exceptions import PlacementDeferred
 from orders.locking import lock_in_order
 from orders.models import Order, OrderStatus, TransitionTrigger
@@ -122,6 +122,7 @@ def broker_request(order: Order) -> dict[str, Any]:
         "stop_price": order.stop_price,
         "trail_price": order.trail_price,
         "custom_tag": order.custom_tag,
+        **brackets.wire_brackets(order),
     }
 
 
@@ -302,7 +303,7 @@ def _lock_committing_without_waiting_for_the_disk(order: Order) -> Order:
     it stood before the answer, and the stuck sweep verifies it from the broker's truth (retries
     meanwhile get 409, then 202). Nothing is ever sent twice from it. Acceptance and the move to
     `submitting` stay durable: they are what decides whether an order is sent.
-    (docs/decisions/0006)"""
+    (docs/decisions/0007)"""
     orders = Order.objects.select_for_update()
     if transaction.get_connection().vendor == "postgresql":
         orders = orders.annotate(

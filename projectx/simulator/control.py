@@ -59,6 +59,7 @@ FAULT_METHODS = frozenset(
         "accept_connections",
         "reject_orders",
         "void_trade",
+        "suppress_oco",
         "drop_hub_connections",
         "close_hub_connections",
         "stall_hub",

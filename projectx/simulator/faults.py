@@ -250,6 +250,11 @@ class Faults:
             count, error_code=error_code, message=message, create_order=create_order
         )
 
+    def suppress_oco(self) -> None:
+        """Until `clear()`: a filled bracket leg leaves its sibling working (no OCO cancel or
+        shrink), and a flat position leaves the bracket children working."""
+        self._broker.set_oco_cancels(False)
+
     def void_trade(self, trade_id: int) -> dict[str, Any]:
         """Flag a trade `voided` and publish it again (GatewayUserTrade, action 1)."""
         return self._broker.void_trade(trade_id)
@@ -348,6 +353,7 @@ class Faults:
             self._http.clear()
             self._hubs = {name: EventFaults() for name in HUB_NAMES}
         self._broker.clear_rejections()
+        self._broker.set_oco_cancels(True)
         if self._controller is not None:
             self._controller.accept_connections()
 
@@ -359,6 +365,7 @@ class Faults:
                 **self._hubs["user"].describe(),
                 "marketHub": self._hubs["market"].describe(),
                 "pendingOrderRejections": self._broker.pending_rejections(),
+                "ocoSuppressed": not self._broker.oco_cancels(),
             }
 
     def _add(self, fault: HttpFault) -> None:

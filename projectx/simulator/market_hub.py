@@ -26,10 +26,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from projectx.simulator.auth import TokenStore
-from projectx.simulator.faults import Faults, HubName
-from projectx.simulator.market import MarketData, MarketEvent
-from projectx.simulator.market.protocol import (
+from projectx.enums import (
     EVENT_DEPTH,
     EVENT_MARKET_TRADE,
     EVENT_QUOTE,
@@ -40,6 +37,9 @@ from projectx.simulator.market.protocol import (
     HUB_UNSUBSCRIBE_CONTRACT_QUOTES,
     HUB_UNSUBSCRIBE_CONTRACT_TRADES,
 )
+from projectx.simulator.auth import TokenStore
+from projectx.simulator.faults import Faults, HubName
+from projectx.simulator.market import MarketData, MarketEvent
 from projectx.simulator.signalr import (
     HubConnection,
     HubSettings,

@@ -1,4 +1,4 @@
-"""The account's turn to send (docs/decisions/0002, 0006): a placement whose broker call hangs
+"""The account's turn to send (docs/decisions/0002, 0007): a placement whose broker call hangs
 hands the turn on after a short bound, so the account's next orders go out; the hung one is
 settled from its own answer when it comes, or as `unknown` and then by verification. Through
 the bot API, against the simulator on loopback (its hold fault keeps an answer back)."""

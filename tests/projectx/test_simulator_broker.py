@@ -349,6 +349,25 @@ def test_brackets_suspend_then_activate_and_cancel_as_oco(broker: Broker) -> Non
     assert broker.positions(ACCOUNT) == []
 
 
+def test_with_oco_suppressed_a_filled_leg_leaves_its_sibling_working(broker: Broker) -> None:
+    broker.set_oco_cancels(False)
+    place(
+        broker,
+        custom_tag="b2",
+        stop_loss_bracket=BracketLeg(-8, OrderType.STOP),
+        take_profit_bracket=BracketLeg(12, OrderType.LIMIT),
+    )
+    broker.set_price(MNQ, Decimal("21003.00"))
+    statuses = {o["customTag"]: o["status"] for o in broker.orders(ACCOUNT)}
+    # should fill the take profit and leave the stop loss working, the position flat
+    assert statuses == {
+        "b2": OrderStatus.FILLED,
+        "b2-SL": OrderStatus.OPEN,
+        "b2-TP": OrderStatus.FILLED,
+    }
+    assert broker.positions(ACCOUNT) == []
+
+
 def test_brackets_refused_in_position_bracket_mode_with_an_order_id(broker: Broker) -> None:
     broker.add_account(1003, "PB", auto_oco_brackets=False)
     result = place(broker, account_id=1003, stop_loss_bracket=BracketLeg(-8, OrderType.STOP))

@@ -79,7 +79,7 @@
       el("td", {}, String(row.account)),
       el("td", {}, row.contract_id),
       el("td", { class: row.side }, row.side),
-      el("td", {}, row.type),
+      typeCell(row),
       el("td", { class: "status status-" + row.status, "data-field": "status" }, row.status.replace("_", " ")),
       filledCell(row),
       el("td", { class: "num" }, row.avg_fill_price ?? "–"),
@@ -94,6 +94,27 @@
       tr.classList.add("flash");
     }
     $("#no-orders").hidden = orders.size > 0;
+  }
+
+  // A bracket group shows together: the entry and its children carry the group's id (the
+  // entry's), each its role; an entry whose stop the broker lost is flagged.
+  const ROLES = { entry: "entry", stop_loss: "SL", take_profit: "TP" };
+  function typeCell(row) {
+    const td = el("td", {}, row.type);
+    if (row.role) {
+      const group = (row.parent || row.id).slice(0, 8);
+      td.append(" ", el("span", {
+        class: "badge badge-bracket", "data-field": "role", "data-group": row.parent || row.id,
+        title: `Bracket group ${group}`,
+      }, `${ROLES[row.role] || row.role} ${group}`));
+    }
+    if (row.unprotected) {
+      td.append(" ", el("span", {
+        class: "badge badge-unprotected", "data-field": "unprotected",
+        title: "Filled without a working stop loss at the broker (brackets.onUnprotected)",
+      }, "unprotected"));
+    }
+    return td;
   }
 
   // An overfill is kept as the broker reported it: the badge says the numbers are not a typo.
@@ -132,11 +153,32 @@
         el("td", {}, String(row.account)), el("td", {}, row.contract_id),
         el("td", { class: row.type === "long" ? "buy" : "sell" }, row.type),
         el("td", { class: "num" }, String(row.size)),
-        el("td", { class: "num" }, row.average_price ?? "–"), action,
+        el("td", { class: "num" }, row.average_price ?? "–"),
+        el("td", { class: "num", "data-field": "last_price" }, row.last_price ?? "–"),
+        pnlCell(row.unrealized_pnl), action,
       );
       body.append(tr);
     }
     $("#no-positions").hidden = positions.size > 0;
+  }
+
+  // Prices move without a new version of the position: their cells are patched in place.
+  function pnlCell(pnl) {
+    const sign = pnl == null || pnl === "0" ? "" : pnl.startsWith("-") ? " loss" : " gain";
+    return el("td", { class: "num pnl" + sign, "data-field": "unrealized_pnl" }, pnl ?? "–");
+  }
+
+  function applyMarks(rows) {
+    for (const mark of rows) {
+      const known = positions.get(mark.key);
+      if (!known) continue;
+      known.last_price = mark.last_price;
+      known.unrealized_pnl = mark.unrealized_pnl;
+      const tr = document.querySelector(`tr[data-position="${mark.key}"]`);
+      if (!tr) continue;
+      tr.querySelector('[data-field="last_price"]').textContent = mark.last_price ?? "–";
+      tr.querySelector('[data-field="unrealized_pnl"]').replaceWith(pnlCell(mark.unrealized_pnl));
+    }
   }
 
   // --- The order's story ---------------------------------------------------------------------
@@ -196,6 +238,22 @@
     button.disabled = false;
   }
 
+  // The kill switch: halt the account, cancel every working order, close every position.
+  async function flattenAccount(button) {
+    const { account, name } = button.dataset;
+    if (!confirm(`Flatten ${name} (${account})? This halts the account, cancels every working order and closes every position at market.`)) return;
+    button.disabled = true;
+    const { status, data } = await post(`/desk/accounts/${account}/flatten/`, {});
+    if (status === 200) {
+      button.parentElement.querySelector(".trading-state").textContent = "halted";
+      const done = `cancelled ${data.cancelled.length} orders, closed ${data.closed.length} positions`;
+      toast(data.status === "flat" ? `Account flat: ${done}` : `Flatten pending (the broker has not confirmed yet; press again): ${done}`);
+    } else toast(`Flatten failed: ${(data.error && data.error.message) || status}`);
+    button.disabled = false;
+  }
+  document.querySelectorAll("button.flatten").forEach((button) =>
+    button.addEventListener("click", () => flattenAccount(button)));
+
   // --- The socket: reconnect with backoff, snapshot on every (re)connect ----------------------
 
   async function loadSnapshot() {
@@ -212,6 +270,7 @@
   function handle(message) {
     if (message.type === "order") applyOrder(message.row);
     else if (message.type === "position") applyPosition(message.row);
+    else if (message.type === "marks") applyMarks(message.rows);
   }
 
   function connect() {

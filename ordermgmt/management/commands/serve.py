@@ -4,10 +4,12 @@ the embedded default, the ProjectX simulator beside them.
 One process matters on the embedded default: without Redis the channel layer is in memory, so
 the listener's broadcasts reach the desk only when the listener runs in the web server's
 process (and on its event loop). With REDIS_URL the parts can run apart (see the Procfile);
-`--no-listener` leaves the listener to its own process. With PROJECTX_* set it talks to the
+`--no-listener` leaves the listener and the market-data task (last prices into the cache, for
+positions' unrealized P&L) to processes of their own. With PROJECTX_* set it talks to the
 real broker and starts no simulator. It mirrors the broker's accounts, makes sure a demo bot
 token exists for the embedded default, and prints how to log in and place an order.
-`--demo` also starts a small bot that trades and moves the simulator's prices.
+`--price-walk` moves the simulator's prices by its seeded random walk (`make run` and
+`make demo` pass it; tests leave prices still). `--demo` also starts a small bot that trades.
 """
 
 from __future__ import annotations
@@ -48,7 +50,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-listener",
             action="store_true",
-            help="Do not run the user-hub listener in this process",
+            help="Do not run the user-hub listener and the market-data task in this process",
+        )
+        parser.add_argument(
+            "--price-walk",
+            action="store_true",
+            help="Move the simulator's prices by a random walk (simulator only)",
         )
         parser.add_argument(
             "--demo", action="store_true", help="Also run a demo bot (simulator only)"
@@ -60,13 +67,14 @@ class Command(BaseCommand):
             from projectx.simulator import GatewaySimulator
 
             simulator = GatewaySimulator.with_demo_data(
-                "127.0.0.1", options["simulator_port"]
+                "127.0.0.1", options["simulator_port"], price_walk=options["price_walk"]
             ).start()
             configure_gateway(
                 replace(
                     gateway_config_from_settings(),
                     api_url=simulator.base_url,
                     user_hub_url=simulator.user_hub_url,
+                    market_hub_url=simulator.market_hub_url,
                 )
             )
         try:
@@ -80,9 +88,9 @@ class Command(BaseCommand):
         token = None
         if simulator is not None:
             token = self._print_demo_bot(url, accounts)
-            self.stdout.write(
-                f"  simulator: {simulator.base_url} (user {SIMULATOR_DEFAULTS['username']})"
-            )
+            user = SIMULATOR_DEFAULTS["username"]
+            walk = "prices walk" if options["price_walk"] else "prices still"
+            self.stdout.write(f"  simulator: {simulator.base_url} (user {user}, {walk})")
         self.stdout.flush()
         demo = None
         if options["demo"] and simulator is not None and token and accounts:
@@ -104,7 +112,8 @@ class Command(BaseCommand):
                 simulator.stop()
 
     async def _serve(self, options: dict[str, Any], *, run_listener: bool) -> None:
-        """uvicorn and the listener on one event loop; uvicorn owns the signals."""
+        """uvicorn, the listener and the market-data task on one event loop; uvicorn owns the
+        signals."""
         server = uvicorn.Server(
             uvicorn.Config(
                 "ordermgmt.asgi:application",
@@ -118,16 +127,19 @@ class Command(BaseCommand):
             await server.serve()
             return
         from fills.listener import GatewayListener
+        from marketdata.feed import MarketDataFeed
 
         stop = asyncio.Event()
         listener = GatewayListener(get_gateway().config, sweep_interval=1.0)
         listening = asyncio.create_task(listener.run(stop), name="listener")
+        market_data = MarketDataFeed(get_gateway().config, poll_interval=1.0)
+        quoting = asyncio.create_task(market_data.run(stop), name="market-data")
         try:
             await server.serve()
         finally:
             stop.set()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(listening, timeout=10)
+                await asyncio.wait_for(asyncio.gather(listening, quoting), timeout=10)
 
     def _print_demo_bot(self, url: str, accounts: list[Account]) -> str:
         bot, _ = User.objects.get_or_create(username=DEMO_BOT)

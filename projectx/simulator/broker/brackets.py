@@ -90,6 +90,8 @@ def after_fill(
     """
     if order.status == OrderStatus.FILLED:
         _arm_children(state, order, order.size, offer_price=offer_price)
+    if not state.oco_cancels:
+        return  # the `suppress_oco` fault: the broker forgets its OCO duties
     if order.parent_order_id is not None:
         for sibling in _siblings(state, order):
             if sibling.status not in ACTIVE_ORDER_STATUSES:

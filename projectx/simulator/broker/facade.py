@@ -404,6 +404,16 @@ class Broker:
             rejection = OrderRejection(int(error_code), message, create_order)
             self._state.pending_rejections.extend([rejection] * count)
 
+    def set_oco_cancels(self, enabled: bool) -> None:
+        """False: a filled bracket leg no longer cancels (or shrinks) its sibling, and a flat
+        position no longer cancels the children (a broker whose OCO fails)."""
+        with self._lock:
+            self._state.oco_cancels = enabled
+
+    def oco_cancels(self) -> bool:
+        with self._lock:
+            return self._state.oco_cancels
+
     def clear_rejections(self) -> None:
         with self._lock:
             self._state.pending_rejections.clear()

@@ -53,6 +53,9 @@ class BrokerState:
     next_order_fill_plans: list[tuple[int | None, list[int]]] = field(default_factory=list)
     """Queued fill plans for orders not placed yet: (account id or None for any, chunks)."""
     pending_rejections: list[OrderRejection] = field(default_factory=list)
+    oco_cancels: bool = True
+    """False (a fault): a filled bracket leg leaves its sibling working, and a flat position
+    leaves the children working, so a client's own OCO backstop can be tested."""
     listeners: list[EventListener] = field(default_factory=list)
     event_log: list[BrokerEvent] = field(default_factory=list)
     # Ids keep counting up across resets, so an id seen once never names another object.

@@ -4,13 +4,14 @@
 - `tape`: the prints of one contract and the bars built from them (History/retrieveBars).
 - `feed`: `MarketData`, the thread-safe owner of all of it, which applies each new price to the
   broker (so resting orders fill) and publishes `MarketEvent`s for the market hub.
-- `protocol`: the market hub's method and event names and its enums.
+- The market hub's method and event names and its enums are `projectx.enums`' (shared with
+  the client).
 """
 
 from __future__ import annotations
 
+from projectx.enums import DomType, TradeLogType
 from projectx.simulator.market.feed import MarketData, MarketEvent, MarketListener
-from projectx.simulator.market.protocol import DomType, TradeLogType
 from projectx.simulator.market.tape import MAX_BARS, BarQuery
 from projectx.simulator.market.walk import WalkSettings
 

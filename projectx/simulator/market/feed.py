@@ -44,8 +44,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
+from projectx.enums import DomType, TradeLogType
 from projectx.simulator.broker import Broker, BrokerError
-from projectx.simulator.market.protocol import DomType, TradeLogType
 from projectx.simulator.market.tape import BarQuery, Tape, from_us, to_us
 from projectx.simulator.market.walk import (
     Step,
