@@ -13,8 +13,9 @@ Never call the gateway inside a database transaction: a broker round trip must n
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, TypedDict, TypeVar
 
@@ -22,7 +23,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from accounts.broker_session import SharedSessionClient
-from projectx.client import ProjectXClient
+from projectx.client import ProjectXClient, on_request_written
 from projectx.config import GatewayConfig
 from projectx.errors import GatewayTimeout
 from projectx.models import Account as WireAccount
@@ -100,6 +101,20 @@ class BrokerGateway:
 
     def place_order(self, **kwargs: Any) -> int:
         return self._run(self._client.place_order(**kwargs), None, "Order/place")
+
+    def place_order_started(
+        self, *, on_written: Callable[[], None], **kwargs: Any
+    ) -> concurrent.futures.Future[int]:
+        """Send a placement and return at once; the future holds the broker's order id, or
+        raises what `place_order` would. `on_written` is called (on the gateway's thread) once
+        the request is on the wire. For a caller that stops waiting after a bound (the
+        account's turn) while the request carries on."""
+
+        async def place() -> int:
+            on_request_written.set(on_written)  # this task's context only
+            return await self._client.place_order(**kwargs)
+
+        return asyncio.run_coroutine_threadsafe(place(), self._loop)
 
     def modify_order(self, **kwargs: Any) -> None:
         return self._run(self._client.modify_order(**kwargs), None, "Order/modify")

@@ -13,7 +13,14 @@ logger = logging.getLogger(__name__)
 
 
 class PerTokenRateThrottle(UserRateThrottle):
-    """DRF's per-user throttle, which keeps working when the cache behind it is down.
+    """The per-token rate (`API_THROTTLE_RATE`), counted with two counters per token.
+
+    DRF's own throttle keeps the time of every request of the period in one cache entry, read
+    and written back whole on each request: at a bot's 1,200 requests a minute that is 1,200
+    floats through pickle (and over the network, with Redis) twice per request. Here each
+    period has a counter that one atomic increment moves; the rate is estimated over a sliding
+    period as this period's count plus the previous period's, weighted by how much of it the
+    sliding period still covers (as nginx and Cloudflare do). A refused request is not counted.
 
     Throttling protects capacity, not correctness: when Redis is unreachable, requests pass
     unthrottled (and a warning is logged) rather than failing with a 500.
@@ -21,7 +28,36 @@ class PerTokenRateThrottle(UserRateThrottle):
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         try:
-            return super().allow_request(request, view)
+            return self._allow(request, view)
         except Exception:
             logger.warning("throttle cache unavailable; request not throttled", exc_info=True)
             return True
+
+    def _allow(self, request: Request, view: APIView) -> bool:
+        if self.rate is None:
+            return True
+        ident = self.get_cache_key(request, view)
+        if ident is None:
+            return True
+        limit, period = self.parse_rate(self.rate)
+        if limit is None or period is None:
+            return True
+        self.now = self.timer()
+        window, into = divmod(self.now, period)
+        current, previous = f"{ident}:{int(window)}", f"{ident}:{int(window) - 1}"
+        # The counter outlives its own period by one: the next period weighs it.
+        count = 1 if self.cache.add(current, 1, timeout=2 * period) else self.cache.incr(current)
+        before = self.cache.get(previous, 0)
+        weight = 1 - into / period
+        if count + before * weight <= limit:
+            return True
+        self.cache.decr(current)  # a refused request does not use up the rate
+        if before and count <= limit:
+            # Until enough of the previous period has slid out for one more request.
+            self._wait = max(1.0, (weight - (limit - count) / before) * period)
+        else:
+            self._wait = max(1.0, period - into)  # alone over the limit: the next period
+        return False
+
+    def wait(self) -> float | None:
+        return getattr(self, "_wait", None)

@@ -4,10 +4,13 @@ app as real processes on loopback ports, and percentile maths."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +39,10 @@ def percentile(values: list[float], fraction: float) -> float:
 
 @contextlib.contextmanager
 def scratch_database(name: str) -> Iterator[str]:
+    # PostgreSQL is shared by every checkout on the machine: a bench run of another checkout
+    # (or a second run of this one) must not drop this run's database.
+    checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:6]
+    name = f"{name}_{checkout}_{os.getpid()}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -72,8 +79,11 @@ def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subp
 
 
 @contextlib.contextmanager
-def running_system(database: str, *, workers: int = 2) -> Iterator[tuple[str, str, dict]]:
-    """Simulator + migrated app under uvicorn; yields (app_url, simulator_url, env)."""
+def running_system(
+    database: str, *, workers: int = 2, queue_depth: int | None = None
+) -> Iterator[tuple[str, str, dict]]:
+    """Simulator + migrated app under uvicorn; yields (app_url, simulator_url, env).
+    `queue_depth`: `concurrencyControl.maxQueueDepthPerAccount` for this run."""
     sim_port, app_port = free_port(), free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
     env = {
@@ -90,6 +100,18 @@ def running_system(database: str, *, workers: int = 2) -> Iterator[tuple[str, st
         "ORDERMGMT_BACKGROUND_VERIFICATION": "false",
         "LOG_LEVEL": "WARNING",
     }
+    if queue_depth is not None:
+        config = ROOT / "config" / "order_management.yaml"
+        tuned = Path(tempfile.mkdtemp(prefix="bench-config-")) / "order_management.yaml"
+        tuned.write_text(
+            re.sub(
+                r"maxQueueDepthPerAccount: \d+",
+                f"maxQueueDepthPerAccount: {queue_depth}",
+                config.read_text(encoding="utf-8"),
+            ),
+            encoding="utf-8",
+        )
+        env["ORDERMGMT_CONFIG"] = str(tuned)
     with process([PYTHON, "-m", "projectx.simulator", "--port", str(sim_port)], env):
         wait_until(f"{sim_url}/api/Status/ping")
         subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)

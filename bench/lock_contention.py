@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -42,7 +43,7 @@ def main() -> None:
         token = bot_token(env, "bench-bot", ACCOUNTS)
         for label, accounts in (("one account", ACCOUNTS[:1]), ("20 accounts", ACCOUNTS)):
             started = time.perf_counter()
-            latencies, statuses = run(
+            samples = run(
                 app_url,
                 token,
                 list(range(args.orders)),
@@ -55,9 +56,9 @@ def main() -> None:
                 (
                     label,
                     args.orders / elapsed,
-                    percentile(latencies, 0.5),
-                    percentile(latencies, 0.99),
-                    dict(statuses),
+                    percentile([s.latency for s in samples], 0.5),
+                    percentile([s.latency for s in samples], 0.99),
+                    dict(Counter(s.status for s in samples)),
                 )
             )
 

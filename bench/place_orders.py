@@ -1,29 +1,61 @@
-"""Place 1000 orders from 50 concurrent clients through the API, against the simulator, on
-PostgreSQL; then retry a share of them with the same keys. Prints orders per second, p50/p99
-latency and the number of duplicate orders at the broker (must be 0).
+"""Placement latency and throughput through the API, against the simulator, on PostgreSQL, with
+the issue-14 targets printed beside the figures. Four runs on one system (2 uvicorn workers):
 
-    .venv/bin/python bench/place_orders.py [--orders 1000] [--clients 50] [--workers 2]
+- single: 1 client, one order at a time; then idempotent replays of some of them. The
+  system's own time is the API latency minus the broker's handling time of the same request,
+  which the simulator measures itself (GET /_sim/timings).
+- spread: 20 accounts x 5 clients each.
+- one account: 50 clients on one account (one FIFO queue, full: the depth limit of
+  `--queue-depth` is reached, and the requests beyond it are answered 429).
+- hung call: one placement whose broker answer is held back for 3 s; how soon after it the
+  account's next order reaches the broker.
+
+Every placement answers with a `Server-Timing` header (orders/placement/timing.py); the bench
+prints p50/p99 of each step, so the next person can see what to cut. Duplicates (one
+customTag twice at the broker) and FIFO (the broker's order ids rise with the account's
+acceptance sequence) are checked at the end of each run.
+
+    .venv/bin/python bench/place_orders.py [--orders 1000] [--single 300] [--replays 100]
+        [--workers 2] [--queue-depth 25] [--runs single,spread,one-account,hung]
 """
 
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import bot_token, broker_orders, percentile, running_system, scratch_database
 
 ACCOUNT = 1001
+SPREAD_ACCOUNTS = [3001 + n for n in range(20)]
 CONTRACT = "CON.F.US.MNQ.Z26"
+# One HTTP client per bench thread, kept across runs: a bot keeps its connection, so its retry
+# reaches the same web worker (whose local-memory cache holds the answer; with REDIS_URL every
+# worker shares one cache).
+local = threading.local()
+STEPS = ("auth", "validation", "storing", "turn", "broker", "settling", "response")
+
+
+@dataclass
+class Sample:
+    account: int
+    latency: float
+    status: int
+    replayed: bool
+    steps: dict[str, float] = field(default_factory=dict)
+    broker_order_id: int | None = None
 
 
 def order_body(index: int, account: int = ACCOUNT) -> dict:
@@ -39,6 +71,15 @@ def order_body(index: int, account: int = ACCOUNT) -> dict:
     }
 
 
+def server_timing(header: str) -> dict[str, float]:
+    steps = {}
+    for part in filter(None, (item.strip() for item in header.split(","))):
+        name, _, duration = part.partition(";dur=")
+        if duration:
+            steps[name] = float(duration) / 1000
+    return steps
+
+
 def run(
     app_url: str,
     token: str,
@@ -46,75 +87,274 @@ def run(
     clients: int,
     accounts: list[int] | None = None,
     key_prefix: str = "bench",
-) -> tuple[list[float], Counter]:
-    latencies: list[float] = []
-    statuses: Counter = Counter()
+) -> list[Sample]:
+    samples: list[Sample] = []
     lock = threading.Lock()
-    local = threading.local()
 
     def send(index: int) -> None:
         if not hasattr(local, "http"):
             local.http = httpx.Client(
                 base_url=app_url, timeout=60, headers={"Authorization": f"Token {token}"}
             )
-        started = time.perf_counter()
         account = accounts[index % len(accounts)] if accounts else ACCOUNT
+        started = time.perf_counter()
         response = local.http.post(
             "/api/v1/orders/",
             json=order_body(index, account),
             headers={"Idempotency-Key": f"{key_prefix}-{index}"},
         )
         elapsed = time.perf_counter() - started
-        replayed = response.headers.get("Idempotent-Replayed") == "true"
+        try:
+            broker_id = response.json().get("broker_order_id")
+        except ValueError:
+            broker_id = None
+        sample = Sample(
+            account,
+            elapsed,
+            response.status_code,
+            response.headers.get("Idempotent-Replayed") == "true",
+            server_timing(response.headers.get("Server-Timing", "")),
+            broker_id,
+        )
         with lock:
-            latencies.append(elapsed)
-            statuses[f"{response.status_code}{' replayed' if replayed else ''}"] += 1
+            samples.append(sample)
 
+    if clients == 1:
+        for job in jobs:  # in this thread: its connection, and so its worker, stay the same
+            send(job)
+        return samples
     with ThreadPoolExecutor(max_workers=clients) as pool:
         list(pool.map(send, jobs))
-    return latencies, statuses
+    return samples
+
+
+def broker_seconds(sim_url: str) -> dict[int, float]:
+    """The simulator's own handling time of each Order/place, by the order id it answered."""
+    timings = httpx.get(f"{sim_url}/_sim/timings", params={"path": "order/place"}, timeout=30)
+    return {t["orderId"]: t["seconds"] for t in timings.json() if t["orderId"] is not None}
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.1f}"
+
+
+def verdict(ok: bool) -> str:
+    return "ok  " if ok else "MISS"
+
+
+def print_latency(label: str, values: list[float], p50_target: float | None, p99_target=None):
+    p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+    line = f"  {label:<22} p50 {ms(p50)} ms  p99 {ms(p99)} ms"
+    targets = []
+    if p50_target is not None:
+        targets.append(f"{verdict(p50 <= p50_target)} p50<={p50_target * 1000:.0f}")
+    if p99_target is not None:
+        targets.append(f"{verdict(p99 <= p99_target)} p99<={p99_target * 1000:.0f}")
+    print(line + ("   target " + ", ".join(targets) if targets else ""))
+
+
+def print_steps(samples: list[Sample]) -> None:
+    print(f"  {'step':<22} {'p50 ms':>7} {'p99 ms':>9}")
+    for name in STEPS:
+        values = [s.steps.get(name, 0.0) for s in samples if s.steps]
+        if values:
+            p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+            print(f"  {name:<22} {ms(p50)} {ms(p99):>9}")
+
+
+def check_broker(database: str, sim_url: str, accounts: list[int]) -> tuple[int, list[int]]:
+    """Duplicates at the broker (a customTag twice) and the accounts whose broker order ids
+    do not rise with their acceptance sequence (FIFO broken)."""
+    duplicates = 0
+    out_of_order = []
+    with psycopg.connect(database.replace("postgres://", "postgresql://")) as db:
+        for account in accounts:
+            tags = Counter(order.get("customTag") for order in broker_orders(sim_url, account))
+            duplicates += sum(count - 1 for count in tags.values() if count > 1)
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT o.broker_order_id FROM orders_order o JOIN accounts_account a "
+                    "ON a.id = o.account_id WHERE a.broker_account_id = %s AND "
+                    "o.broker_order_id IS NOT NULL ORDER BY o.account_seq",
+                    [account],
+                )
+            ]
+            if ids != sorted(ids):
+                out_of_order.append(account)
+    return duplicates, out_of_order
+
+
+def single(app_url: str, sim_url: str, token: str, args: argparse.Namespace, run_id: str) -> None:
+    print(f"\nsingle: 1 client, {args.single} orders one at a time, then {args.replays} replays")
+    run(app_url, token, list(range(20)), 1, key_prefix=f"{run_id}-warm")  # connections, caches
+    samples = run(app_url, token, list(range(args.single)), 1, key_prefix=f"{run_id}-single")
+    handling = broker_seconds(sim_url)
+    own = [
+        s.latency - handling[s.broker_order_id] for s in samples if s.broker_order_id in handling
+    ]
+    print_latency("API latency", [s.latency for s in samples], None)
+    print_latency(
+        "broker handling",
+        [handling[s.broker_order_id] for s in samples if s.broker_order_id in handling],
+        None,
+    )
+    print_latency("system's own time", own, 0.005, 0.015)
+    replays = run(
+        app_url,
+        token,
+        list(range(min(args.replays, args.single))),
+        1,
+        key_prefix=f"{run_id}-single",
+    )
+    print_latency("replay", [s.latency for s in replays], 0.004)
+    print(
+        f"  responses              {dict(Counter(s.status for s in samples))}, replays "
+        f"{dict(Counter((s.status, s.replayed) for s in replays))}"
+    )
+    print_steps(samples)
+
+
+def load(
+    label: str,
+    app_url: str,
+    sim_url: str,
+    database: str,
+    token: str,
+    accounts: list[int],
+    clients: int,
+    orders: int,
+    run_id: str,
+    *,
+    rate_target: float | None,
+    p99_target: float,
+    allowed: set[int],
+) -> None:
+    print(f"\n{label}: {orders} orders, {len(accounts)} account(s), {clients} clients")
+    started = time.perf_counter()
+    samples = run(app_url, token, list(range(orders)), clients, accounts, f"{run_id}-{label}")
+    elapsed = time.perf_counter() - started
+    rate = orders / elapsed
+    statuses = Counter(s.status for s in samples)
+    duplicates, out_of_order = check_broker(database, sim_url, accounts)
+    target = f"   target {verdict(rate >= rate_target)} >={rate_target:.0f}" if rate_target else ""
+    print(f"  throughput             {rate:7.1f} orders/s ({elapsed:.1f} s){target}")
+    print_latency("API latency", [s.latency for s in samples], None, p99_target)
+    placed = [s.latency for s in samples if s.status != 429]
+    if len(placed) != len(samples):
+        print_latency("  of those placed", placed, None)
+    only_allowed = set(statuses) <= allowed
+    print(
+        f"  responses              {dict(statuses)}   target {verdict(only_allowed)} only "
+        f"{sorted(allowed)}"
+    )
+    print(f"  duplicates at broker   {duplicates:7d}   target {verdict(duplicates == 0)} 0")
+    print(
+        f"  FIFO broken on         {len(out_of_order):7d} account(s)   "
+        f"target {verdict(not out_of_order)} 0 {out_of_order or ''}"
+    )
+    print_steps(samples)
+
+
+def hung(app_url: str, sim_url: str, token: str, run_id: str) -> None:
+    print("\nhung call: the broker holds one placement's answer for 3 s; the next order follows")
+    httpx.post(
+        f"{sim_url}/_sim/faults",
+        json={"fault": "delay_response", "seconds": 3, "path": "Order/place", "count": 1},
+        timeout=10,
+    ).raise_for_status()
+    httpx.delete(f"{sim_url}/_sim/timings", timeout=10).raise_for_status()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        held = pool.submit(run, app_url, token, [9000], 1, None, f"{run_id}-hung")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            arrived = httpx.get(f"{sim_url}/_sim/timings", params={"path": "order/place"}).json()
+            if arrived:
+                break
+            time.sleep(0.01)
+        nxt = run(app_url, token, [9001], 1, None, f"{run_id}-hung")
+        first = held.result()
+    timings = httpx.get(f"{sim_url}/_sim/timings", params={"path": "order/place"}).json()
+    arrivals = {t["orderId"]: t["receivedAt"] for t in timings}
+    gap = arrivals[nxt[0].broker_order_id] - arrivals[first[0].broker_order_id]
+    print(f"  next order sent after  {ms(gap)} ms   target {verdict(gap <= 0.5)} <=500")
+    print(
+        f"  next order answered    {ms(nxt[0].latency)} ms ({nxt[0].status}); the held one "
+        f"{ms(first[0].latency)} ms ({first[0].status})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orders", type=int, default=1000)
-    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--orders", type=int, default=1000, help="orders per load run")
+    parser.add_argument("--single", type=int, default=300, help="orders of the 1-client run")
+    parser.add_argument("--replays", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
-    parser.add_argument("--retries", type=int, default=200, help="re-sends of earlier keys")
+    parser.add_argument("--runs", default="single,spread,one-account,hung")
+    parser.add_argument(
+        "--queue-depth",
+        type=int,
+        default=25,
+        help="maxQueueDepthPerAccount: 50 clients on one account fill 25 (beyond it: 429)",
+    )
     args = parser.parse_args()
+    runs = set(args.runs.split(","))
+    run_id = uuid.uuid4().hex[:8]
 
     with (
         scratch_database("ordermgmt_bench_place") as database,
-        running_system(database, workers=args.workers) as (app_url, sim_url, env),
+        running_system(database, workers=args.workers, queue_depth=args.queue_depth) as (
+            app_url,
+            sim_url,
+            env,
+        ),
     ):
-        token = bot_token(env, "bench-bot", [ACCOUNT])
-        started = time.perf_counter()
-        latencies, statuses = run(app_url, token, list(range(args.orders)), args.clients)
-        elapsed = time.perf_counter() - started
-
-        retry_jobs = random.Random(7).sample(range(args.orders), min(args.retries, args.orders))
-        retry_latencies, retry_statuses = run(app_url, token, retry_jobs, args.clients)
-
-        held = broker_orders(sim_url, ACCOUNT)
-        tags = Counter(order.get("customTag") for order in held)
-        duplicates = sum(count - 1 for count in tags.values() if count > 1)
-
-    print(
-        f"placed {args.orders} orders from {args.clients} clients through "
-        f"{args.workers} uvicorn workers on PostgreSQL, against the simulator"
-    )
-    print(f"  throughput      {args.orders / elapsed:8.1f} orders/s  ({elapsed:.2f} s)")
-    print(f"  latency p50     {percentile(latencies, 0.50) * 1000:8.1f} ms")
-    print(f"  latency p99     {percentile(latencies, 0.99) * 1000:8.1f} ms")
-    print(f"  responses       {dict(statuses)}")
-    print(
-        f"  retries         {len(retry_jobs)} re-sent keys -> {dict(retry_statuses)}, "
-        f"p50 {percentile(retry_latencies, 0.5) * 1000:.1f} ms"
-    )
-    print(f"  broker holds    {len(held)} orders, {len(tags)} distinct customTags")
-    print(f"  duplicates      {duplicates}  (must be 0)")
-    if duplicates or len(held) != args.orders:
-        sys.exit(1)
+        for account in SPREAD_ACCOUNTS:
+            httpx.post(
+                f"{sim_url}/_sim/accounts",
+                json={"id": account, "name": f"PRAC-{account}", "balance": 50000},
+                timeout=10,
+            ).raise_for_status()
+        token = bot_token(env, "bench-bot", [ACCOUNT, *SPREAD_ACCOUNTS])
+        print(
+            f"placement through {args.workers} uvicorn workers on PostgreSQL, against the "
+            f"simulator, queue depth {args.queue_depth} per account, on this machine (the "
+            "bench's clients share its CPUs)"
+        )
+        if "single" in runs:
+            single(app_url, sim_url, token, args, run_id)
+        if "spread" in runs:
+            load(
+                "spread",
+                app_url,
+                sim_url,
+                database,
+                token,
+                SPREAD_ACCOUNTS,
+                100,
+                args.orders,
+                run_id,
+                rate_target=200,
+                p99_target=0.25,
+                allowed={201},
+            )
+        if "one-account" in runs:
+            load(
+                "one-account",
+                app_url,
+                sim_url,
+                database,
+                token,
+                [ACCOUNT],
+                50,
+                args.orders,
+                run_id,
+                rate_target=None,
+                p99_target=1.0,
+                allowed={201, 202, 429},
+            )
+        if "hung" in runs:
+            hung(app_url, sim_url, token, run_id)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,114 @@ def advisory_lock(namespace: int, key: int, *, timeout: float) -> Any:
         local.release()
 
 
+class Turn:
+    """A session advisory lock (namespace, key) held across statements and transactions: one
+    holder at a time across every process, like `advisory_lock`, taken in one of two ways.
+
+    - `try_sql()` puts `pg_try_advisory_lock` into a statement the caller runs anyway (inside
+      its transaction), then `took(result)` records the answer: an uncontended turn costs no
+      round trip of its own. A session lock outlives the transaction, rolled back or not, so
+      whoever tries must `release()` on every path (`held` says whether there is anything).
+    - `wait(timeout)`: the blocking wait of `advisory_lock` (the process-local funnel first).
+
+    `release()` gives it back (one statement); it is safe to call when not held. On SQLite (one
+    process) the process-local lock is the whole lock.
+    """
+
+    def __init__(self, namespace: int, key: int) -> None:
+        self.namespace = namespace
+        self.key = key
+        self.held = False
+        self._local_held = False
+        self._local: Any = None
+
+    def _local_lock(self) -> Any:
+        if self._local is None:
+            with _local_locks_guard:
+                self._local = _local_locks.setdefault((self.namespace, self.key), threading.Lock())
+        return self._local
+
+    def try_sql(self) -> tuple[str, list[int]] | None:
+        """SQL for a select list that tries the lock, or None when it cannot be tried there
+        (held already; not PostgreSQL: then `try_local()` instead)."""
+        if self.held or connection.vendor != "postgresql":
+            return None
+        return "pg_try_advisory_lock(%s, %s)", [self.namespace, self.key]
+
+    def took(self, acquired: bool) -> None:
+        if acquired:
+            self.held = True
+            metrics.lock_acquisitions_total.labels("advisory").inc()
+
+    def try_local(self) -> bool:
+        """SQLite: the process-local lock, without waiting."""
+        if not self.held and connection.vendor != "postgresql":
+            self.held = self._local_held = self._local_lock().acquire(blocking=False)
+        return self.held
+
+    def wait(self, *, timeout: float, still_needed: Callable[[], bool] | None = None) -> bool:
+        """Block until the lock is ours, at most `timeout` seconds (TurnTimeout); True then.
+
+        `still_needed` is asked after a wait in memory, before waiting at PostgreSQL: False
+        (what the turn was wanted for was done meanwhile by a holder) ends the wait at once
+        and returns False. Under a queue of waiters this keeps those whose work is done from
+        taking empty turns one after another."""
+        if self.held:
+            return True
+        if connection.in_atomic_block:
+            raise RuntimeError("a turn must not be waited for inside a transaction")
+        started = time.perf_counter()
+        local = self._local_lock()
+        if not local.acquire(blocking=False):
+            connection.close()  # back to the pool while we wait in memory
+            if not local.acquire(timeout=timeout):
+                raise TurnTimeout(f"lock {self.namespace}:{self.key} busy for {timeout} s")
+            if still_needed is not None and not still_needed():
+                local.release()
+                return False
+        self._local_held = True
+        if connection.vendor == "postgresql":
+            remaining = max(0.001, timeout - (time.perf_counter() - started))
+            try:
+                _wait_for_advisory_lock(self.namespace, self.key, remaining)
+            except BaseException:
+                self._local_held = False
+                local.release()
+                raise
+            # Only one thread of this process waits at PostgreSQL: the funnel opens once the
+            # lock is ours (the next waiter of this process then queues at PostgreSQL).
+            self._local_held = False
+            local.release()
+            metrics.lock_wait_seconds.labels("advisory").observe(time.perf_counter() - started)
+            metrics.lock_acquisitions_total.labels("advisory").inc()
+        self.held = True
+        return True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        if self._local_held:
+            self._local_held = False
+            self._local_lock().release()
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [self.namespace, self.key])
+
+
+def _wait_for_advisory_lock(namespace: int, key: int, timeout: float) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET lock_timeout = {max(1, int(timeout * 1000))}")
+        try:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [namespace, key])
+        except OperationalError as exc:
+            if _sqlstate(exc) == LOCK_NOT_AVAILABLE:
+                raise TurnTimeout(f"lock {namespace}:{key} busy for {timeout} s") from exc
+            raise
+        finally:
+            cursor.execute("RESET lock_timeout")  # back to the connection's configured value
+
+
 @contextlib.contextmanager
 def _postgres_advisory_lock(namespace: int, key: int, timeout: float) -> Any:
     # A blocking wait, bounded by lock_timeout for this one statement: PostgreSQL queues the

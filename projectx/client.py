@@ -23,6 +23,7 @@ before use; a 401 triggers one fresh login (validate on an expired token is unco
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import random
@@ -87,6 +88,23 @@ from projectx.models import (
 from projectx.ratelimit import RateLimiter, acquire_slot, limiter_for_user
 
 logger = logging.getLogger(__name__)
+
+# Set by a caller (in the task that makes the call) to hear when a mutating request's last
+# byte has been written to the socket: from then on the broker may act on it, whatever becomes
+# of the answer. The account's placement turn is handed on from that moment
+# (orders/placement/queue.py).
+on_request_written: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "projectx_on_request_written", default=None
+)
+
+
+def _written_trace(hook: Callable[[], None]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            hook()
+
+    return trace
+
 
 TOKEN_LIFETIME = timedelta(hours=24)
 
@@ -533,8 +551,13 @@ class ProjectXClient:
         if bearer is not None:
             headers["Authorization"] = f"Bearer {bearer}"
         content = dumps(body if body is not None else {})
+        # Only a mutation's own request counts (not a login made on the way to it).
+        written = on_request_written.get() if endpoint in MUTATING_ENDPOINTS else None
+        extensions = {"trace": _written_trace(written)} if written is not None else None
         try:
-            response = await self._http.post(str(endpoint), content=content, headers=headers)
+            response = await self._http.post(
+                str(endpoint), content=content, headers=headers, extensions=extensions
+            )
         except (
             httpx.ConnectError,
             httpx.ConnectTimeout,

@@ -1,37 +1,60 @@
 """The account's placement queue: acceptance under the account's row lock (its place in the
 queue, its depth, a close in progress), and sending in acceptance order in the account's turn.
-See docs/decisions/0002."""
+See docs/decisions/0002 and 0007."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Account, PositionClose
 from common import metrics
-from common.locking import (
-    ADVISORY_NAMESPACE_PLACEMENT,
-    TurnTimeout,
-    advisory_lock,
-    retry_on_deadlock,
-)
+from common.locking import ADVISORY_NAMESPACE_PLACEMENT, Turn, TurnTimeout, retry_on_deadlock
 from orders import idempotency, lifecycle
-from orders.exceptions import (
-    PlacementDeferred,
-    PlacementQueueFull,
-    PositionClosing,
-)
+from orders.exceptions import PlacementDeferred, PlacementQueueFull, PositionClosing
 from orders.locking import lock_in_order
 from orders.models import IdempotencyRecord, Order, OrderStatus
+from orders.placement import timing
 from orders.placement.release import cancel_unsent, order_release_unsent, still_waiting
-from orders.placement.results import PlacementResult
-from orders.placement.submission import submit
+from orders.placement.results import Outcome
+from orders.placement.submission import (
+    Finish,
+    InFlight,
+    mark_all_submitting,
+    send,
+    settle,
+    settle_when_answered,
+    wait_until_settled,
+)
 from orders.risk import order_risk_check
-from orders.services import order_create
+from orders.services import order_create, order_transition
+
+# A call that has not answered this long after its request was written to the socket hands
+# the account's turn on: the broker has it, so the next order is sent after it (FIFO is the
+# order in which orders are sent), and the hung one is settled from its own answer when it
+# comes, or as `unknown` and verified. Well above
+# the broker's usual answer (about a millisecond on loopback, tens over the internet), well
+# below what a queue behind a hung call could bear (issue 14: the next order within 500 ms).
+TURN_HANDOVER_SECONDS = 0.25
+
+
+def account_turn(account: Account) -> Turn:
+    """The account's turn to send: one holder at a time across every process."""
+    return Turn(ADVISORY_NAMESPACE_PLACEMENT, account.pk)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    order: Order
+    record: IdempotencyRecord
+    # First in the account's queue, with the turn taken in the acceptance transaction: the
+    # order went to `submitting` there and is sent at once.
+    sending: bool
 
 
 @retry_on_deadlock
@@ -43,24 +66,38 @@ def accept(
     fingerprint: str,
     actor: str,
     now: Any,
-) -> tuple[Order, IdempotencyRecord]:
+    *,
+    turn: Turn,
+    trigger: str,
+) -> Accepted:
     """Store the order (`created`) with its place in the account's queue, or refuse it whole.
 
     Under the account's row lock (the first lock of the hierarchy): the queue depth, a close in
-    progress on the contract, and the next sequence number are decided by one writer at a time.
+    progress on the contract, the pre-trade risk checks and the next sequence number are
+    decided by one writer at a time.
+
+    1. Lock the account; insert the key's idempotency record. A key used before fails here
+       with IntegrityError, before any check could refuse what is really a retry: the caller
+       answers it from the earlier request.
+    2. One statement: a close in progress, the orders waiting, and a try for the account's
+       turn (`turn`; the caller releases it on every path).
+    3. Refuse (nothing stays: the transaction rolls back), or store the order with the next
+       sequence number. First in the queue with the turn: `submitting` at once.
     """
     config = settings.ORDER_MANAGEMENT
     locked = lock_in_order(accounts=[account])["account"][0]
+    record = IdempotencyRecord.objects.create(
+        account=locked,
+        key=key,
+        request_fingerprint=fingerprint,
+        expires_at=now + timedelta(seconds=config.idempotency.key_ttl_seconds),
+    )
+    closing, waiting = _queue_state(locked, payload.contract_id, now, turn)
     # A close whose lease expired (its process died) does not block: it is taken over later.
-    if (
-        PositionClose.objects.lease_held(now=now)
-        .filter(account=locked, contract_id=payload.contract_id)
-        .exists()
-    ):
+    if closing:
         raise PositionClosing(contract_id=payload.contract_id)
     # Pre-trade risk (issue 15): limits and the trading state, decided under this lock.
     order_risk_check(account=locked, payload=payload, now=now)
-    waiting = Order.objects.filter(account=locked, status=OrderStatus.CREATED).count()
     if waiting >= config.concurrency_control.max_queue_depth_per_account:
         metrics.placement_queue_rejections_total.inc()
         raise PlacementQueueFull(waiting=waiting)
@@ -82,14 +119,53 @@ def accept(
         created_by=actor,
         account_seq=seq,
     )
-    record = IdempotencyRecord.objects.create(
-        account=locked,
-        key=key,
-        request_fingerprint=fingerprint,
-        order=order,
-        expires_at=now + timedelta(seconds=config.idempotency.key_ttl_seconds),
+    order.account = locked
+    IdempotencyRecord.objects.filter(pk=record.pk).update(order=order)
+    record.order = order
+    sending = waiting == 0 and turn.held
+    if sending:
+        order = order_transition(
+            order_id=order.pk,
+            to_state=OrderStatus.SUBMITTING,
+            trigger=trigger,
+            actor=actor,
+            changes={"submitted_at": timezone.now()},
+            locked=order,
+        )
+    return Accepted(order, record, sending)
+
+
+def _queue_state(account: Account, contract_id: str, now: Any, turn: Turn) -> tuple[bool, int]:
+    """A close in progress on the contract, and how many orders wait to be sent; tries
+    the account's turn in the same statement (PostgreSQL; the local lock on SQLite).
+
+    Plain SQL: this runs on every placement, and compiling the same query through the ORM
+    cost more CPU than the round trip it shares."""
+    quote = connection.ops.quote_name
+    close_table, order_table = PositionClose._meta.db_table, Order._meta.db_table
+    try_turn = turn.try_sql()
+    turn_sql, turn_params = try_turn if try_turn is not None else ("NULL", [])
+    sql = (
+        f"SELECT EXISTS (SELECT 1 FROM {quote(close_table)} WHERE account_id = %s"
+        " AND contract_id = %s AND state = %s AND lease_expires_at >= %s),"
+        f" (SELECT COUNT(*) FROM {quote(order_table)} WHERE account_id = %s AND status = %s),"
+        f" {turn_sql}"
     )
-    return order, record
+    params = [
+        account.pk,
+        contract_id,
+        PositionClose.State.IN_PROGRESS,
+        PositionClose._meta.get_field("lease_expires_at").get_db_prep_value(now, connection),
+        account.pk,
+        OrderStatus.CREATED,
+        *turn_params,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        closing, waiting, took = cursor.fetchone()
+    turn.took(bool(took))
+    turn.try_local()
+    return bool(closing), int(waiting)
 
 
 def _seq(order: Order) -> int:
@@ -102,39 +178,39 @@ def _seq(order: Order) -> int:
     return order.account_seq
 
 
-def send_in_turn(order: Order, *, actor: str, trigger: str) -> PlacementResult:
+def send_in_turn(
+    accepted: Accepted, *, turn: Turn, actor: str, trigger: str, finish: Finish | None = None
+) -> Outcome:
     """Send the account's waiting orders in acceptance order, up to and including this one.
 
-    One request at a time per account holds the account's turn (a PostgreSQL advisory lock, so
-    across every web process). The holder sends every order accepted before its own that is
-    still waiting, then its own: whoever gets the turn, the broker sees the account's orders in
-    the order the system accepted them. A request whose order was sent by an earlier holder
-    reads the outcome from the database. Orders left waiting longer than
-    `lifecycle.stuckAfterSeconds.created` (their process died) are cancelled, never sent late.
+    1. Take the account's turn (a PostgreSQL advisory lock, so across every web process),
+       unless acceptance took it already. The holder sends every order accepted before its own
+       that is still waiting, then its own: whoever gets the turn, the broker sees the
+       account's orders in the order the system accepted them.
+    2. Each call is waited for until it is on the wire, then up to `TURN_HANDOVER_SECONDS`
+       for its answer, before the next goes out. The earlier orders' answers are applied by
+       settling threads as they come (their own requests wait for that).
+    3. The turn is given back once this order's call has answered or the bound passed, and
+       this order is settled outside it (with its response stored, `finish`).
+
+    A request whose order was sent by an earlier holder waits for its outcome in the database.
+    Orders left waiting longer than `lifecycle.stuckAfterSeconds.created` (their process died)
+    are cancelled, never sent late.
     """
     config = settings.ORDER_MANAGEMENT
-    stale_after = timedelta(seconds=config.lifecycle.stuck_after_seconds.created)
+    order = accepted.order
+    mine: InFlight | None = None
     try:
-        with advisory_lock(
-            ADVISORY_NAMESPACE_PLACEMENT,
-            order.account_id,
-            timeout=config.concurrency_control.placement_turn_timeout_seconds,
-        ):
-            while True:
-                waiting = (
-                    Order.objects.select_related("account")
-                    .filter(account_id=order.account_id, status=OrderStatus.CREATED)
-                    .order_by("account_seq")
-                    .first()
-                )
-                if waiting is None or _seq(waiting) > _seq(order):
-                    break  # ours went out in an earlier holder's turn
-                if timezone.now() - waiting.created_at > stale_after:
-                    cancel_unsent(waiting, "not sent within the time allowed after acceptance")
-                    continue
-                result = submit(waiting, actor=waiting.created_by or actor, trigger=trigger)
-                if waiting.pk == order.pk:
-                    return result
+        with timing.step("turn"):
+            if accepted.sending:
+                mine = send(order)
+            elif turn.wait(
+                timeout=config.concurrency_control.placement_turn_timeout_seconds,
+                still_needed=lambda: _still_waiting(order),
+            ):
+                mine = _send_waiting(order, actor=actor, trigger=trigger)
+        if mine is not None:
+            mine.hand_over_after(TURN_HANDOVER_SECONDS)
     except TurnTimeout:
         deferred = PlacementDeferred(
             "placement_queue_timeout",
@@ -148,8 +224,14 @@ def send_in_turn(order: Order, *, actor: str, trigger: str) -> PlacementResult:
             reason=f"not placed ({deferred.code}): {deferred}",
             applies=still_waiting,
         ):
-            return PlacementResult(order, 503, deferred=deferred)
-    current = Order.objects.select_related("account").get(pk=order.pk)
+            return Outcome(order, 503, deferred=deferred)
+    finally:
+        turn.release()
+    if mine is not None:
+        return settle(mine, actor=actor, finish=finish)
+    with timing.step("broker"):
+        # An earlier holder sent it; its answer may still be on the way.
+        current = wait_until_settled(Order.objects.select_related("account").get(pk=order.pk))
     if current.idempotency_key is None:
         # An earlier holder of the turn sent it, and it did not reach the broker (or the
         # broker refused it for a transient reason): the key is free again.
@@ -159,5 +241,46 @@ def send_in_turn(order: Order, *, actor: str, trigger: str) -> PlacementResult:
             http_status=503,
             retry_after=1.0,
         )
-        return PlacementResult(current, 503, deferred=deferred)
-    return PlacementResult(current, lifecycle.placement_http_status(current))
+        return Outcome(current, 503, deferred=deferred)
+    return Outcome(current, lifecycle.placement_http_status(current))
+
+
+def _still_waiting(order: Order) -> bool:
+    return Order.objects.filter(pk=order.pk, status=OrderStatus.CREATED).exists()
+
+
+def _send_waiting(order: Order, *, actor: str, trigger: str) -> InFlight | None:
+    """In the turn: send the waiting orders up to `order`, in sequence order; its own call, or
+    None when an earlier holder sent it.
+
+    They go to `submitting` together (one transaction, one durable commit for the lot), then
+    out one at a time, each after the previous one is on the wire and answered or past the
+    bound. The earlier orders' answers are applied by the settling threads as they come; their
+    own requests wait for that (`wait_until_settled`)."""
+    config = settings.ORDER_MANAGEMENT
+    stale_after = timedelta(seconds=config.lifecycle.stuck_after_seconds.created)
+    waiting = list(
+        Order.objects.select_related("account")
+        .filter(
+            account_id=order.account_id,
+            status=OrderStatus.CREATED,
+            account_seq__lte=_seq(order),
+        )
+        .order_by("account_seq")
+    )
+    if all(each.pk != order.pk for each in waiting):
+        return None  # ours went out in an earlier holder's turn
+    now = timezone.now()
+    due = []
+    for each in waiting:
+        if now - each.created_at > stale_after:
+            cancel_unsent(each, "not sent within the time allowed after acceptance")
+        else:
+            due.append(each)
+    for each in mark_all_submitting(due, actor=actor, trigger=trigger):
+        flight = send(each)
+        if each.pk == order.pk:
+            return flight
+        flight.hand_over_after(TURN_HANDOVER_SECONDS)
+        settle_when_answered(flight, actor=each.created_by or actor)
+    return None  # ours was cancelled unsent: too old, or ended meanwhile

@@ -2,6 +2,9 @@
 
 - `GET /_sim/state`: accounts, contracts, prices, orders, positions, trades, faults, hub.
 - `POST /_sim/reset`: see `GatewaySimulator.reset`.
+- `GET /_sim/timings?path=order/place`: the broker's handling time of each REST request
+  (`RequestTiming`: path, receivedAt, seconds, status; orderId and customTag for a place);
+  `DELETE /_sim/timings` forgets them.
 - `POST /_sim/price` `{"contractId", "price"}`: a trade at that price (tape, hub, fills).
 - `GET /_sim/market`: the walk (on/off, interval, seed) and each contract's price and settings.
 - `POST /_sim/market/walk` `{"running": true|false, "interval"?}`: the loop-driven walk.
@@ -262,8 +265,24 @@ def add_control_routes(app: web.Application, simulator: GatewaySimulator) -> Non
         simulator.token_lifetime = float(_need(body, "seconds"))
         return _ok()
 
+    async def timings(request: web.Request) -> web.StreamResponse:
+        path = request.query.get("path")
+        return _ok(
+            [
+                timing.describe()
+                for timing in list(simulator.request_timings)
+                if path is None or timing.path == path.lower()
+            ]
+        )
+
+    async def clear_timings(request: web.Request) -> web.StreamResponse:
+        simulator.request_timings.clear()
+        return _ok()
+
     routes = [
         web.get("/_sim/state", guarded(state)),
+        web.get("/_sim/timings", guarded(timings)),
+        web.delete("/_sim/timings", guarded(clear_timings)),
         web.post("/_sim/reset", guarded(reset)),
         web.post("/_sim/price", guarded(price)),
         web.post("/_sim/fill", guarded(fill)),

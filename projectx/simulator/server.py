@@ -18,8 +18,9 @@ import contextlib
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from types import TracebackType
@@ -48,12 +49,37 @@ from projectx.simulator.market.feed import (
 from projectx.simulator.market_hub import DEFAULT_MAX_QUOTES_PER_SECOND, MarketHub
 from projectx.simulator.rest import RestApi
 from projectx.simulator.signalr import SignalRHub
-from projectx.simulator.wire import dump_json
+from projectx.simulator.wire import dump_json, parse_json
 
 T = TypeVar("T")
 
 _CONTROL_PREFIX = "/_sim/"
 _THREAD_TIMEOUT = 10.0
+_TIMINGS_KEPT = 100_000
+
+
+@dataclass(frozen=True)
+class RequestTiming:
+    """How long the broker took to handle one REST request, measured inside the simulator:
+    from the request reaching the handler to its answer being ready (before any fault delays
+    or holds it). A client's latency minus this is what the client and the network added."""
+
+    path: str  # normalized, e.g. "order/place"
+    received_at: float  # time.time() when the handler started
+    seconds: float
+    status: int
+    order_id: int | None = None  # Order/place: the id it answered
+    custom_tag: str | None = None  # Order/place: the tag it was sent
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "receivedAt": self.received_at,
+            "seconds": self.seconds,
+            "status": self.status,
+            "orderId": self.order_id,
+            "customTag": self.custom_tag,
+        }
 
 
 class GatewaySimulator:
@@ -104,6 +130,9 @@ class GatewaySimulator:
         # Requests served per REST path (normalized, e.g. "order/search"), for tests that
         # count what a client spent of the broker's rate budget.
         self.request_counts: Counter[str] = Counter()
+        # The broker's own handling time per REST request (the newest `_TIMINGS_KEPT`), for
+        # benchmarks that subtract it from what their client measured.
+        self.request_timings: deque[RequestTiming] = deque(maxlen=_TIMINGS_KEPT)
         self.hub = UserHub(
             self.broker,
             self.tokens,
@@ -366,10 +395,11 @@ class GatewaySimulator:
     ) -> web.StreamResponse:
         if request.path.startswith(_CONTROL_PREFIX):
             return await handler(request)
-        self.request_counts[normalize_path(request.path)] += 1
+        path = normalize_path(request.path)
+        self.request_counts[path] += 1
         fault = self.faults.take_http_fault(request.path)
         if fault is None:
-            return await handler(request)
+            return await self._timed(path, request, handler)
         if fault.kind == "drop_request":
             return await self._cut_connection(request)
         if fault.kind == "status":
@@ -382,7 +412,8 @@ class GatewaySimulator:
                 content_type="application/json",
                 headers=fault.headers,
             )
-        response = await handler(request)  # the broker acts; only the answer misbehaves
+        # The broker acts; only the answer misbehaves.
+        response = await self._timed(path, request, handler)
         if fault.kind == "delay_response":
             await self._sleep_unless_stopping(fault.delay)
             return response
@@ -399,6 +430,28 @@ class GatewaySimulator:
         # lose_response: hold until the client gives up (handler cancelled) or we stop.
         await self._sleep_unless_stopping(None)
         return await self._cut_connection(request)
+
+    async def _timed(
+        self,
+        path: str,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        received_at = time.time()
+        started = time.perf_counter()
+        response = await handler(request)
+        seconds = time.perf_counter() - started
+        order_id = custom_tag = None
+        if path == "order/place" and isinstance(response, web.Response):
+            # Outside the measured time: which order this was, so a client can match it.
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                body = response.body
+                order_id = parse_json(body if isinstance(body, bytes) else b"{}").get("orderId")
+                custom_tag = parse_json(await request.read() or b"{}").get("customTag")
+        self.request_timings.append(
+            RequestTiming(path, received_at, seconds, response.status, order_id, custom_tag)
+        )
+        return response
 
     async def _cut_connection(self, request: web.Request) -> web.StreamResponse:
         """Close the TCP connection without an HTTP response."""
