@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +22,20 @@ from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from accounts.models import Position
-from desk.selectors import order_row, position_marks_rows, position_row
+from desk.selectors import account_rows, order_row, position_marks_rows, position_row
 from orders.models import Order
 
 logger = logging.getLogger(__name__)
+
+
+# The chart's last prices go to the desks whose chart shows the contract (the page says which,
+# `{"type": "chart", "contract_id": ...}`), whatever account they trade.
+CONTRACT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def prices_group(contract_id: str) -> str | None:
+    """The channel group of a contract's prices; None for an id no group name can carry."""
+    return f"prices.{contract_id}" if CONTRACT_ID.match(contract_id) else None
 
 
 def account_group(broker_account_id: int) -> str:
@@ -32,11 +43,14 @@ def account_group(broker_account_id: int) -> str:
 
 
 def _send(broker_account_id: int, message: Callable[[], dict[str, Any]]) -> None:
-    """Send to the account's group; the message is built only when someone can receive it."""
+    _send_to(account_group(broker_account_id), message)
+
+
+def _send_to(group: str, message: Callable[[], dict[str, Any]]) -> None:
+    """Send to the group; the message is built only when someone can receive it."""
     layer = get_channel_layer()
     if layer is None:
         return
-    group = account_group(broker_account_id)
     if isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(group):
         # An in-process layer reaches only this process's sockets: with none open on the
         # account (always, in a listener process of its own), there is nobody to tell.
@@ -44,7 +58,7 @@ def _send(broker_account_id: int, message: Callable[[], dict[str, Any]]) -> None
     try:
         async_to_sync(layer.group_send)(group, message())
     except Exception:  # a dead layer must never fail the write that has already committed
-        logger.warning("desk broadcast to account %s failed", broker_account_id, exc_info=True)
+        logger.warning("desk broadcast to %s failed", group, exc_info=True)
 
 
 def broadcast_order(order: Order) -> None:
@@ -59,6 +73,27 @@ def broadcast_position(position: Position) -> None:
         position.account.broker_account_id,
         lambda: {"type": "position.updated", "row": position_row(position)},
     )
+
+
+def broadcast_account(position: Position) -> None:
+    """The account's header (its P&L moves with every fill that changes a position)."""
+    account = position.account
+    _send(
+        account.broker_account_id,
+        lambda: {"type": "account.updated", "row": account_rows([account])[0]},
+    )
+
+
+def broadcast_prices(prices: dict[str, Any]) -> None:
+    """Each contract's last price to the desks charting it, for the newest candle."""
+    for contract_id, price in prices.items():
+        group = prices_group(contract_id)
+        if group is not None:
+            _send_to(group, functools.partial(_prices_message, contract_id, price))
+
+
+def _prices_message(contract_id: str, price: Any) -> dict[str, Any]:
+    return {"type": "prices.updated", "prices": {contract_id: format(price.normalize(), "f")}}
 
 
 def broadcast_marks(contract_ids: set[str]) -> None:
@@ -78,6 +113,7 @@ def _marks_message(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def on_prices_changed(sender: Any, prices: dict[str, Any], **kwargs: Any) -> None:
     broadcast_marks(set(prices))
+    broadcast_prices(prices)
 
 
 def on_order_changed(sender: Any, order: Order, **kwargs: Any) -> None:
@@ -86,3 +122,4 @@ def on_order_changed(sender: Any, order: Order, **kwargs: Any) -> None:
 
 def on_position_changed(sender: Any, position: Position, **kwargs: Any) -> None:
     broadcast_position(position)
+    broadcast_account(position)

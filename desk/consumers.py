@@ -7,7 +7,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from desk.broadcasts import account_group
+from desk.broadcasts import account_group, prices_group
 from desk.selectors import desk_accounts, desk_snapshot
 
 # Close codes in the 4000 range are ours: the page shows why and does not retry a refusal.
@@ -24,18 +24,35 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
             return
         self.account_ids = await self._account_ids()
         self.joined = [account_group(a) for a in self.account_ids]
+        self.charting: str | None = None
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         await self.send_json({"type": "hello", "accounts": self.account_ids})
 
     async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        for group in [*getattr(self, "joined", []), getattr(self, "charting", None)]:
+            if group:
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if isinstance(content, dict) and content.get("type") == "snapshot":
+        if not isinstance(content, dict):
+            return
+        if content.get("type") == "snapshot":
             await self.send_json({"type": "snapshot", **await self._snapshot()})
+        elif content.get("type") == "chart":
+            await self._chart(content.get("contract_id"))
+
+    async def _chart(self, contract_id: Any) -> None:
+        """Follow one contract's last prices (the chart's); a new one replaces the old."""
+        group = prices_group(contract_id) if isinstance(contract_id, str) else None
+        if self.charting == group:
+            return
+        if self.charting:
+            await self.channel_layer.group_discard(self.charting, self.channel_name)
+        self.charting = group
+        if group:
+            await self.channel_layer.group_add(group, self.channel_name)
 
     # --- Group messages (type "order.updated" is handled by order_updated) ---------------
 
@@ -47,6 +64,12 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
 
     async def marks_updated(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "marks", "rows": event["rows"]})
+
+    async def account_updated(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "account", "row": event["row"]})
+
+    async def prices_updated(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "prices", "prices": event["prices"]})
 
     @database_sync_to_async
     def _account_ids(self) -> list[int]:

@@ -3,18 +3,23 @@ the snapshot and the live updates, so the page merges both the same way (by vers
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q
+from django.utils import timezone
 
-from accounts.models import Account, Position, PositionType
+from accounts.models import Account, Contract, Position, PositionType
 from accounts.selectors import accounts_visible_to
-from fills.models import Fill
-from marketdata.selectors import NO_MARK, Mark, position_marks
+from fills.models import Fill, ListenerHeartbeat
+from marketdata.selectors import NO_MARK, Mark, account_unrealized_pnl, position_marks
 from orders.lifecycle import TERMINAL
-from orders.models import Order
+from orders.models import BracketRole, Order, OrderStatus, Protection
+from orders.stuck import stuck_orders, stuck_thresholds
 
 
 def _decimal(value: Any) -> str | None:
@@ -93,6 +98,38 @@ def desk_accounts(user: User | AnonymousUser) -> list[Account]:
     return list(accounts_visible_to(user).filter(active=True))
 
 
+def account_rows(accounts: list[Account]) -> list[dict[str, Any]]:
+    """The account header: name, trading state, realized P&L today, unrealized P&L (the page
+    counts the working orders from the rows it holds).
+
+    The trading state and the day's realized P&L come from the risk work (issue 15); until an
+    account carries them they are None and the page shows a dash, never a made-up figure."""
+    unrealized = account_unrealized_pnl(accounts)
+    return [
+        {
+            "id": account.broker_account_id,
+            "name": account.name,
+            "trading_state": _trading_state(account),
+            "realized_pnl_today": _decimal(_realized_pnl_today(account)),
+            "unrealized_pnl": _decimal(unrealized.get(account.pk)),
+        }
+        for account in accounts
+    ]
+
+
+def _trading_state(account: Account) -> str | None:
+    state = getattr(account, "trading_state", None)
+    return str(state) if state else None
+
+
+def _realized_pnl_today(account: Account) -> Decimal | None:
+    return None
+
+
+# What Cancel all and Flatten account cancel: orders the broker has working.
+WORKING_STATES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
+
+
 def desk_snapshot(user: User | AnonymousUser) -> dict[str, Any]:
     """Today's orders (and older ones still working) and the open positions, per account."""
     accounts = desk_accounts(user)
@@ -110,9 +147,12 @@ def desk_snapshot(user: User | AnonymousUser) -> dict[str, Any]:
     )
     marks = position_marks(positions)
     return {
-        "accounts": [{"id": a.broker_account_id, "name": a.name} for a in accounts],
+        "accounts": account_rows(accounts),
         "orders": [order_row(o) for o in orders],
         "positions": [position_row(p, marks[p.pk]) for p in positions],
+        "contracts": list(
+            Contract.objects.filter(active=True).values_list("contract_id", flat=True)
+        ),
     }
 
 
@@ -143,5 +183,191 @@ def desk_order_detail(order: Order) -> dict[str, Any]:
                 "reason": t.reason,
             }
             for t in order.transitions.order_by("version")
+        ],
+    }
+
+
+# --- The health strip -------------------------------------------------------------------------
+# Four lights a trader reads at a glance, each green, amber or red with a line of detail. They
+# come from the rows the rest of the system already keeps (the listener's heartbeat, the orders'
+# states and protection), so the strip says what /readyz and the stuck sweep would say.
+
+GREEN, AMBER, RED = "green", "amber", "red"
+# The strip's lights in their order on the page: (name, label).
+HEALTH_LIGHTS = (
+    ("broker", "Broker"),
+    ("listener", "Listener"),
+    ("stuck", "Stuck orders"),
+    ("protection", "Unprotected"),
+)
+# The listener writes its heartbeat every sweep interval (1 s under `serve`, 5 s by default):
+# an "applied" time older than a few of those means its applier is slow, one older than the
+# stale-feed limit means it has stopped (or is stuck), which is what a trader must see.
+LISTENER_AMBER_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Light:
+    name: str
+    label: str
+    level: str
+    summary: str
+    detail: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "level": self.level,
+            "summary": self.summary,
+            "detail": self.detail,
+        }
+
+
+def _listener_red_seconds() -> float:
+    return float(settings.ORDER_MANAGEMENT.partial_fill_tracking.stale_feed_seconds)
+
+
+def _broker_light(heartbeats: list[ListenerHeartbeat], now: datetime) -> Light:
+    alive_after = now - timedelta(seconds=_listener_red_seconds())
+    alive = [beat for beat in heartbeats if beat.updated_at >= alive_after]
+    detail = [
+        f"{beat.name}: {'connected' if beat.connected else 'not connected'}"
+        f"{', subscribed' if beat.subscribed else ''}, {beat.reconnects} reconnects, "
+        f"heartbeat {(now - beat.updated_at).total_seconds():.0f} s ago"
+        for beat in heartbeats
+    ]
+    if any(beat.connected and beat.subscribed for beat in alive):
+        return Light("broker", "Broker", GREEN, "connected", detail)
+    if any(beat.connected for beat in alive):
+        return Light("broker", "Broker", AMBER, "connected, subscribing", detail)
+    if alive:
+        return Light("broker", "Broker", RED, "disconnected: reconnecting", detail)
+    return Light(
+        "broker", "Broker", RED, "no listener connected", detail or ["no listener has run"]
+    )
+
+
+def _listener_light(heartbeats: list[ListenerHeartbeat], now: datetime) -> Light:
+    red_after = _listener_red_seconds()
+    applied = [beat.applied_at for beat in heartbeats if beat.applied_at is not None]
+    detail = [
+        f"{beat.name}: {beat.events_applied} events applied, last "
+        + (f"{(now - beat.applied_at).total_seconds():.0f} s ago" if beat.applied_at else "never")
+        + (f"; failing: {', '.join(beat.failing_tasks)}" if beat.failing_tasks else "")
+        for beat in heartbeats
+    ]
+    if not applied:
+        return Light("listener", "Listener", RED, "not applying events", detail or ["none ran"])
+    seconds = (now - max(applied)).total_seconds()
+    summary = f"applied {seconds:.0f} s ago"
+    stopped = not any(
+        beat.updated_at >= now - timedelta(seconds=red_after) and beat.connected
+        for beat in heartbeats
+    )
+    if seconds > red_after or stopped:
+        return Light(
+            "listener", "Listener", RED, summary + (" (stopped)" if stopped else ""), detail
+        )
+    if seconds > LISTENER_AMBER_SECONDS or any(beat.failing_tasks for beat in heartbeats):
+        return Light("listener", "Listener", AMBER, summary, detail)
+    return Light("listener", "Listener", GREEN, summary, detail)
+
+
+def _stuck_light(accounts: list[Account], now: datetime) -> Light:
+    thresholds = stuck_thresholds()
+    stuck = list(
+        stuck_orders(now=now)
+        .filter(account__in=accounts)
+        .select_related("account")
+        .order_by("state_entered_at")[:20]
+    )
+    if not stuck:
+        return Light("stuck", "Stuck orders", GREEN, "none", [])
+    detail = []
+    worst = AMBER
+    for order in stuck:
+        seconds = (now - order.state_entered_at).total_seconds()
+        # Past twice its threshold the sweep has had its turns at it and not moved it.
+        if seconds > 2 * thresholds[order.status]:
+            worst = RED
+        detail.append(
+            f"{str(order.pk)[:8]} {order.contract_id} {order.status} for {seconds:.0f} s "
+            f"(threshold {thresholds[order.status]:g} s)"
+        )
+    return Light("stuck", "Stuck orders", worst, f"{len(stuck)} stuck", detail)
+
+
+def _protection_light(accounts: list[Account]) -> Light:
+    entries = list(
+        Order.objects.filter(
+            account__in=accounts,
+            bracket_role=BracketRole.ENTRY,
+            stop_loss_ticks__isnull=False,
+            filled_size__gt=0,
+        )
+        .exclude(protection=Protection.ENDED)
+        .exclude(protection=Protection.PROTECTED)
+        .select_related("account")[:20]
+    )
+    unprotected = [o for o in entries if o.protection == Protection.UNPROTECTED]
+    waiting = [o for o in entries if o.protection != Protection.UNPROTECTED]
+    detail = [
+        f"{str(o.pk)[:8]} {o.account.broker_account_id} {o.contract_id} {o.side} "
+        f"{o.filled_size}: {o.protection or 'stop not yet confirmed at the broker'}"
+        for o in [*unprotected, *waiting]
+    ]
+    if unprotected:
+        return Light("protection", "Unprotected", RED, f"{len(unprotected)} unprotected", detail)
+    if waiting:
+        return Light("protection", "Unprotected", AMBER, f"{len(waiting)} confirming", detail)
+    return Light("protection", "Unprotected", GREEN, "none", [])
+
+
+def desk_health(user: User | AnonymousUser, *, now: datetime | None = None) -> dict[str, Any]:
+    """The health strip and the account header, as one small answer the page polls."""
+    now = now or timezone.now()
+    accounts = desk_accounts(user)
+    heartbeats = list(ListenerHeartbeat.objects.all())
+    lights = [
+        _broker_light(heartbeats, now),
+        _listener_light(heartbeats, now),
+        _stuck_light(accounts, now),
+        _protection_light(accounts),
+    ]
+    return {
+        "at": now.isoformat(),
+        "lights": [light.as_dict() for light in lights],
+        "accounts": account_rows(accounts),
+    }
+
+
+# --- The chart's overlay: the account's fills and working orders on one contract ---------------
+
+
+def desk_chart_overlay(
+    user: User | AnonymousUser, *, contract_id: str, since: datetime
+) -> dict[str, Any]:
+    accounts = desk_accounts(user)
+    fills = (
+        Fill.objects.filter(account__in=accounts, contract_id=contract_id, broker_ts__gte=since)
+        .exclude(voided=True)
+        .select_related("account")
+        .order_by("broker_ts", "broker_trade_id")[:500]
+    )
+    # The working orders' levels come from the rows the page already holds (live by version).
+    return {
+        "contract_id": contract_id,
+        "fills": [
+            {
+                "trade_id": f.broker_trade_id,
+                "account": f.account.broker_account_id,
+                "order": str(f.order_id) if f.order_id else None,
+                "side": f.side,
+                "size": f.size,
+                "price": _decimal(f.price),
+                "at": f.broker_ts.isoformat(),
+            }
+            for f in fills
         ],
     }
