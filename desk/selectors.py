@@ -4,7 +4,7 @@ the snapshot and the live updates, so the page merges both the same way (by vers
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -204,6 +204,9 @@ HEALTH_LIGHTS = (
 # an "applied" time older than a few of those means its applier is slow, one older than the
 # stale-feed limit means it has stopped (or is stuck), which is what a trader must see.
 LISTENER_AMBER_SECONDS = 15.0
+# A listener writes its heartbeat every sweep interval, whether or not events come: one not
+# written for five default intervals (2 s) belongs to a process that stopped or hangs.
+HEARTBEAT_ALIVE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -228,9 +231,12 @@ def _listener_red_seconds() -> float:
     return float(settings.ORDER_MANAGEMENT.partial_fill_tracking.stale_feed_seconds)
 
 
+def _alive(beat: ListenerHeartbeat, now: datetime) -> bool:
+    return (now - beat.updated_at).total_seconds() <= HEARTBEAT_ALIVE_SECONDS
+
+
 def _broker_light(heartbeats: list[ListenerHeartbeat], now: datetime) -> Light:
-    alive_after = now - timedelta(seconds=_listener_red_seconds())
-    alive = [beat for beat in heartbeats if beat.updated_at >= alive_after]
+    alive = [beat for beat in heartbeats if _alive(beat, now)]
     detail = [
         f"{beat.name}: {'connected' if beat.connected else 'not connected'}"
         f"{', subscribed' if beat.subscribed else ''}, {beat.reconnects} reconnects, "
@@ -257,18 +263,21 @@ def _listener_light(heartbeats: list[ListenerHeartbeat], now: datetime) -> Light
         + (f"; failing: {', '.join(beat.failing_tasks)}" if beat.failing_tasks else "")
         for beat in heartbeats
     ]
-    if not applied:
-        return Light("listener", "Listener", RED, "not applying events", detail or ["none ran"])
-    seconds = (now - max(applied)).total_seconds()
-    summary = f"applied {seconds:.0f} s ago"
-    stopped = not any(
-        beat.updated_at >= now - timedelta(seconds=red_after) and beat.connected
-        for beat in heartbeats
-    )
-    if seconds > red_after or stopped:
-        return Light(
-            "listener", "Listener", RED, summary + (" (stopped)" if stopped else ""), detail
-        )
+    alive = [beat for beat in heartbeats if _alive(beat, now)]
+    seconds = (now - max(applied)).total_seconds() if applied else None
+    summary = "never applied" if seconds is None else f"applied {seconds:.0f} s ago"
+    if not heartbeats:
+        return Light("listener", "Listener", RED, "none running", ["no listener has ever run"])
+    if not alive:
+        # A stopping listener's last heartbeat may reset its applied time: say when it was last
+        # heard of instead.
+        last = max(beat.updated_at for beat in heartbeats)
+        since = f"stopped (last heartbeat {(now - last).total_seconds():.0f} s ago)"
+        return Light("listener", "Listener", RED, since, detail)
+    if not any(beat.connected for beat in alive):
+        return Light("listener", "Listener", RED, f"{summary} (disconnected)", detail)
+    if seconds is None or seconds > red_after:
+        return Light("listener", "Listener", RED, f"{summary} (not applying)", detail)
     if seconds > LISTENER_AMBER_SECONDS or any(beat.failing_tasks for beat in heartbeats):
         return Light("listener", "Listener", AMBER, summary, detail)
     return Light("listener", "Listener", GREEN, summary, detail)

@@ -130,8 +130,8 @@ def test_the_ticket_places_once_per_submission_and_the_chart_shows_the_fill(
         assert len(market) == 1, market
         # ... and a resend of that very submission (the same key) is answered, not placed again
         again = page.evaluate(
-            """async (key) => {
-                const body = {account: 1001, contract_id: %r, side: "buy", type: "market",
+            """async ({key, contract}) => {
+                const body = {account: 1001, contract_id: contract, side: "buy", type: "market",
                               size: 1, idempotency_key: key};
                 const send = () => fetch(window.DESK.ticketUrl, {method: "POST",
                     headers: {"Content-Type": "application/json",
@@ -140,9 +140,8 @@ def test_the_ticket_places_once_per_submission_and_the_chart_shows_the_fill(
                 const first = await send();
                 const second = await send();
                 return [first.row.id, second.row.id, second.replayed];
-            }"""
-            % MNQ,
-            "resend-check-1",
+            }""",
+            {"key": "resend-check-1", "contract": MNQ},
         )
         assert again[0] == again[1] and again[2] is True, again
         assert len([o for o in api_orders(api) if o["type"] == "market"]) == 2
@@ -164,9 +163,7 @@ def test_the_ticket_places_once_per_submission_and_the_chart_shows_the_fill(
         expect(error).to_have_text("20950.1 is not on the contract's tick size 0.25")
         fill_ticket(page, size="0", limit_price="20950")
         place.click()
-        expect(page.locator("#ticket-error-size")).to_contain_text(
-            "greater than or equal to 1"
-        )
+        expect(page.locator("#ticket-error-size")).to_contain_text("greater than or equal to 1")
         page.screenshot(path=SCREENSHOTS / "14-validation-refusal.png")
         # should have placed nothing for the refused tickets
         assert len(api_orders(api)) == before

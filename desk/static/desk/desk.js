@@ -737,7 +737,7 @@
     } catch (e) {
       renderHealth({
         lights: ["broker", "listener", "stuck", "protection"].map((name) => ({
-          name, label: document.querySelector(`#light-${name} .light-label`).textContent,
+          name, label: document.querySelector(`#light-${name} .light-label`).textContent.replace(/:$/, ""),
           level: "red", summary: "desk server unreachable", detail: [`health request failed: ${e.message}`],
         })),
       });
