@@ -31,7 +31,8 @@ def desk_page(system: ServedSystem, chromium_path: str) -> Iterator[Any]:
             executable_path=chromium_path, headless=True, args=BROWSER_ARGS
         )
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            page = context.new_page()
             page.goto(f"{system.url}/admin/login/?next=/desk/")
             page.fill("#id_username", system.username)
             page.fill("#id_password", system.password)
@@ -225,3 +226,83 @@ def test_cancel_all_asks_first_names_the_orders_and_reports_in_the_rows(
         expect(account.locator('[data-field="working_orders"]')).to_have_text("0")
         page.screenshot(path=SCREENSHOTS / "21-cancel-all-done.png")
         assert {o["status"] for o in api_orders(api)} == {"cancelled"}
+
+
+@pytest.mark.timeout(240)
+def test_the_desk_and_the_admins_order_list_fit_a_1400_px_screen(
+    tmp_path: Path, chromium_path: str
+) -> None:
+    from playwright.sync_api import expect
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with served_system(tmp_path) as system, desk_page(system, chromium_path) as page:
+        api = httpx.Client(
+            base_url=system.url, timeout=30, headers={"Authorization": f"Token {system.bot_token}"}
+        )
+        bracket = api.post(
+            "/api/v1/orders/",
+            json={
+                "account": 1001,
+                "contract_id": MNQ,
+                "side": "buy",
+                "type": "market",
+                "size": 1,
+                "stop_loss_ticks": 20,
+                "take_profit_ticks": 40,
+            },
+            headers={"Idempotency-Key": "fit-bracket"},
+        )
+        assert bracket.status_code == 201, bracket.text
+        entry = bracket.json()["id"]
+        resting = api.post(
+            "/api/v1/orders/",
+            json={
+                "account": 1001,
+                "contract_id": MNQ,
+                "side": "sell",
+                "type": "limit",
+                "size": 3,
+                "limit_price": "21100",
+            },
+            headers={"Idempotency-Key": "fit-resting"},
+        ).json()["id"]
+        group = page.locator(f'#orders tr[data-group="{entry}"]')
+        # should show the entry with its stop loss and take profit together, the entry first
+        expect(group).to_have_count(3, timeout=15000)
+        roles = group.locator('[data-field="role"]').all_inner_texts()
+        assert [r.split()[0] for r in roles] == ["entry", "SL", "TP"], roles
+        assert all(r.endswith(entry[:8]) for r in roles)
+        row = page.locator(f'tr[data-order-id="{resting}"]')
+        expect(row.get_by_role("button", name="Cancel")).to_be_visible()
+        # should fit: nothing scrolls sideways, the Cancel button is on screen, ids are short
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+        assert page.evaluate(
+            "document.querySelector('section.orders').scrollWidth"
+        ) <= page.evaluate("document.querySelector('section.orders').clientWidth")
+        box = row.get_by_role("button", name="Cancel").bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 1400
+        expect(row.locator("td.id")).to_have_text(resting[:8])
+        page.screenshot(path=SCREENSHOTS / "40-desk-bracket-group-fits-1400.png", full_page=True)
+
+        admin = page.context.new_page()
+        admin.goto(f"{system.url}/admin/orders/order/")
+        table = admin.locator("#result_list")
+        expect(table).to_be_visible()
+        admin.screenshot(path=SCREENSHOTS / "41-admin-order-list-1400.png", full_page=True)
+        # should show short ids (full id in the title), the bracket group and the overfilled flag
+        expect(table.locator("th.column-short_id")).to_have_count(1)
+        expect(table.locator("th.column-overfilled")).to_have_count(1)
+        expect(table.get_by_text(resting[:8], exact=True)).to_have_count(1)
+        assert table.get_by_text(resting, exact=True).count() == 0
+        expect(table.locator("td.field-bracket").filter(has_text=entry[:8])).to_have_count(3)
+        # should fit the screen without wrapping rows or a sideways scroll in the list
+        assert admin.evaluate("document.documentElement.scrollWidth") <= 1400
+        assert admin.evaluate(
+            "(() => { const r = document.querySelector('#changelist .results');"
+            " return r.scrollWidth <= r.clientWidth; })()"
+        ), "the order list scrolls sideways at 1400 px"
+        heights = admin.locator("#result_list tbody tr").evaluate_all(
+            "rows => rows.map(r => r.getBoundingClientRect().height)"
+        )
+        assert max(heights) < 2 * min(heights), heights
+        admin.close()
