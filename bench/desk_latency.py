@@ -1,12 +1,17 @@
 """Event-to-browser latency on the live desk: a fill leaves the simulator, goes through the
-hub, the listener, the database and the channel layer, and arrives on 50 connected desk
-websockets. Prints p50/p99 over every (session, fill) pair. `manage.py serve` on PostgreSQL
-(web server and listener in one process, in-memory channel layer).
+hub, the listener, the database and the channel layer, and arrives on 200 connected desk
+websockets. Prints p50/p99 over every (session, fill) pair against the target (issue 17: p99
+<= 100 ms). `manage.py serve` on PostgreSQL (web server and listener in one process, in-memory
+channel layer).
+
+Each session is a desk as the page opens it: it follows the chart's contract (`{"type":
+"chart"}`, so it gets that contract's prices) and receives the health strip the server pushes
+every 2 s (desk/health_push.py), so the fills share the server with that load too.
 
 t0 is taken just before the simulator is asked for the fill, so the figure slightly overstates
 the time from the fill leaving the simulator.
 
-    .venv/bin/python bench/desk_latency.py [--sessions 50] [--fills 40] [--interval 0.2]
+    .venv/bin/python bench/desk_latency.py [--sessions 200] [--fills 40] [--interval 0.2]
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -27,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _harness import percentile, scratch_database
 
 from tests.serving import served_system
+
+TARGET_P99_MS = 100.0
 
 
 def session_cookie(base: str, username: str, password: str) -> str:
@@ -53,6 +61,7 @@ async def measure(
     ]
     for socket in sockets:
         json.loads(await socket.recv())  # hello
+        await socket.send(json.dumps({"type": "chart", "contract_id": "CON.F.US.MNQ.Z26"}))
     async with httpx.AsyncClient(
         base_url=base, timeout=30, headers={"Authorization": f"Token {token}"}
     ) as api:
@@ -92,8 +101,8 @@ async def measure(
             await control.post("/_sim/fill", json={"orderId": order["broker_order_id"], "size": 1})
             await asyncio.sleep(args.interval)
     await asyncio.sleep(3)
-    for reader in readers:
-        reader.cancel()
+    for task in readers:
+        task.cancel()
     for socket in sockets:
         await socket.close()
     return latencies, args.sessions * args.fills
@@ -101,12 +110,13 @@ async def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--fills", type=int, default=40)
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between fills")
     args = parser.parse_args()
     with (
-        scratch_database("ordermgmt_bench_desk") as database,
+        # Of this process: two checkouts benchmarking at once must not drop each other's.
+        scratch_database(f"ordermgmt_bench_desk_{os.getpid()}") as database,
         tempfile.TemporaryDirectory() as tmp,
         served_system(Path(tmp), database_url=database) as system,
     ):
@@ -114,13 +124,17 @@ def main() -> None:
         latencies, expected = asyncio.run(
             measure(system.url, cookie, system.bot_token, system.simulator_url, args)
         )
+    p99 = percentile(latencies, 0.99) * 1000
     print(
         f"{args.sessions} desk sessions, {args.fills} fills one every {args.interval} s, "
         "manage.py serve on PostgreSQL"
     )
     print(f"  updates received  {len(latencies)} of {expected}")
     print(f"  latency p50       {percentile(latencies, 0.5) * 1000:8.1f} ms")
-    print(f"  latency p99       {percentile(latencies, 0.99) * 1000:8.1f} ms")
+    print(
+        f"  latency p99       {p99:8.1f} ms   (target <= {TARGET_P99_MS:.0f} ms: "
+        f"{'met' if p99 <= TARGET_P99_MS else 'NOT met'})"
+    )
     print(f"  latency max       {max(latencies) * 1000:8.1f} ms")
 
 

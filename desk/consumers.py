@@ -8,6 +8,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from desk.broadcasts import account_group, prices_group
+from desk.health_push import health_follow, health_unfollow
 from desk.selectors import desk_accounts, desk_snapshot
 
 # Close codes in the 4000 range are ours: the page shows why and does not retry a refusal.
@@ -29,8 +30,10 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         await self.send_json({"type": "hello", "accounts": self.account_ids})
+        health_follow(self)  # the health strip, every few seconds (desk/health_push.py)
 
     async def disconnect(self, code: int) -> None:
+        health_unfollow(self)
         for group in [*getattr(self, "joined", []), getattr(self, "charting", None)]:
             if group:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -55,21 +58,27 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
 
     # --- Group messages (type "order.updated" is handled by order_updated) ---------------
+    # Each carries the page's frame already serialised (`text`, desk/broadcasts.py); a message
+    # without it (from a process of an older release, over Redis) is framed here.
+
+    async def _forward(self, event: dict[str, Any], kind: str, *fields: str) -> None:
+        text = event.get("text")
+        if isinstance(text, str):
+            await self.send(text_data=text)
+        else:
+            await self.send_json({"type": kind, **{f: event[f] for f in fields if f in event}})
 
     async def order_updated(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "order", "row": event["row"]})
+        await self._forward(event, "order", "row")
 
     async def position_updated(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "position", "row": event["row"]})
+        await self._forward(event, "position", "row", "account")
 
     async def marks_updated(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "marks", "rows": event["rows"]})
-
-    async def account_updated(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "account", "row": event["row"]})
+        await self._forward(event, "marks", "rows")
 
     async def prices_updated(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "prices", "prices": event["prices"]})
+        await self._forward(event, "prices", "prices")
 
     @database_sync_to_async
     def _account_ids(self) -> list[int]:

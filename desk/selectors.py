@@ -334,10 +334,24 @@ def _protection_light(accounts: list[Account]) -> Light:
 
 
 def desk_health(user: User | AnonymousUser, *, now: datetime | None = None) -> dict[str, Any]:
-    """The health strip and the account header, as one small answer the page polls."""
-    now = now or timezone.now()
-    accounts = desk_accounts(user)
-    heartbeats = list(ListenerHeartbeat.objects.all())
+    """The health strip and the account header of one person (the page's first look)."""
+    return desk_health_for(desk_accounts(user), now=now or timezone.now())
+
+
+def listener_heartbeats() -> list[ListenerHeartbeat]:
+    return list(ListenerHeartbeat.objects.all())
+
+
+def desk_health_for(
+    accounts: list[Account],
+    *,
+    now: datetime,
+    heartbeats: list[ListenerHeartbeat] | None = None,
+) -> dict[str, Any]:
+    """The health strip and the account header for these accounts: the listener's lights are
+    everyone's, the stuck and unprotected orders are these accounts' only."""
+    if heartbeats is None:
+        heartbeats = listener_heartbeats()
     lights = [
         _broker_light(heartbeats, now),
         _listener_light(heartbeats, now),
@@ -345,6 +359,7 @@ def desk_health(user: User | AnonymousUser, *, now: datetime | None = None) -> d
         _protection_light(accounts),
     ]
     return {
+        "type": "health",
         "at": now.isoformat(),
         "lights": [light.as_dict() for light in lights],
         "accounts": account_rows(accounts),

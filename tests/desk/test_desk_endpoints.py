@@ -342,7 +342,7 @@ async def test_the_socket_sends_prices_only_for_the_charted_contract() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_position_change_sends_the_accounts_header() -> None:
+async def test_a_position_change_carries_the_accounts_header() -> None:
     account = await database_sync_to_async(make_account)(broker_account_id=4242)
     communicator, _, _ = await open_desk(await session_cookie("trader-4242", account))
     await communicator.receive_json_from()  # hello
@@ -361,8 +361,47 @@ async def test_a_position_change_sends_the_accounts_header() -> None:
         position_apply(account=Account.objects.get(pk=account.pk), wire=wire)
 
     await open_position()
-    message = await receive_type(communicator, "account")
-    # should send the account's header row with its figures
-    assert message["row"]["id"] == 4242
-    assert set(message["row"]) >= {"trading_state", "realized_pnl_today", "unrealized_pnl"}
+    message = await receive_type(communicator, "position")
+    # should send the position with its account's header, in one frame
+    assert message["row"]["key"] == f"4242:{MNQ}"
+    assert message["account"]["id"] == 4242
+    assert set(message["account"]) >= {"trading_state", "realized_pnl_today", "unrealized_pnl"}
+    assert await communicator.receive_nothing(timeout=0.3)
     await communicator.disconnect()
+
+
+@pytest.mark.anyio
+async def test_the_health_strip_is_pushed_to_every_socket_with_its_own_accounts(
+    fast_health_push,
+) -> None:
+    mine = await database_sync_to_async(make_account)(broker_account_id=5151)
+    theirs = await database_sync_to_async(make_account)(broker_account_id=5252)
+
+    @database_sync_to_async
+    def stuck_order_of_theirs() -> None:
+        order = make_order(account=theirs)
+        Order.objects.filter(pk=order.pk).update(
+            status=OrderStatus.UNKNOWN, state_entered_at=timezone.now() - timedelta(hours=1)
+        )
+        beat()
+
+    await stuck_order_of_theirs()
+    desks = []
+    for name in ("one", "two"):
+        communicator, _, _ = await open_desk(await session_cookie(f"desk-{name}", mine))
+        await communicator.receive_json_from()  # hello
+        desks.append(communicator)
+    other, _, _ = await open_desk(await session_cookie("their-desk", theirs))
+    await other.receive_json_from()
+    for communicator in desks:
+        health = await receive_type(communicator, "health")
+        strip = {light["name"]: light for light in health["lights"]}
+        # should push the strip to every open desk, with the listener's lights for all ...
+        assert strip["listener"]["level"] == "green"
+        # ... and only its own accounts' stuck orders and header
+        assert strip["stuck"]["level"] == "green"
+        assert [a["id"] for a in health["accounts"]] == [5151]
+    theirs_strip = await receive_type(other, "health")
+    assert {light["name"]: light for light in theirs_strip["lights"]}["stuck"]["level"] == "red"
+    for communicator in [*desks, other]:
+        await communicator.disconnect()

@@ -743,8 +743,10 @@
       });
     }
   }
+  // The server pushes the strip over the socket every few seconds; the page asks for it itself
+  // once at load and while the socket is down (then it says so: the server may be gone).
   pollHealth();
-  setInterval(pollHealth, 2000);
+  setInterval(() => { if (!socket || socket.readyState !== WebSocket.OPEN) pollHealth(); }, 5000);
 
   // --- The socket: reconnect with backoff, snapshot on every (re)connect ----------------------
 
@@ -764,9 +766,12 @@
 
   function handle(message) {
     if (message.type === "order") applyOrder(message.row);
-    else if (message.type === "position") applyPosition(message.row);
+    else if (message.type === "position") {
+      applyPosition(message.row);
+      if (message.account) applyAccount(message.account);
+    }
     else if (message.type === "marks") applyMarks(message.rows);
-    else if (message.type === "account") applyAccount(message.row);
+    else if (message.type === "health") renderHealth(message);
     else if (message.type === "prices") {
       for (const [contract, value] of Object.entries(message.prices)) chart.price(contract, value);
     }
