@@ -4,9 +4,9 @@ websockets. Prints p50/p99 over every (session, fill) pair against the target (i
 <= 100 ms). `manage.py serve` on PostgreSQL (web server and listener in one process, in-memory
 channel layer).
 
-Each session is a desk as the page opens it: it follows the chart's contract (`{"type":
-"chart"}`, so it gets that contract's prices) and receives the health strip the server pushes
-every 2 s (desk/health_push.py), so the fills share the server with that load too.
+Each session is a desk as the page opens it: besides the order frames it receives the position
+frames (with the account header), the marks and chart prices, and the health strip the server
+pushes every 2 s (desk/health_push.py), so the fills share the server with that load too.
 
 t0 is taken just before the simulator is asked for the fill, so the figure slightly overstates
 the time from the fill leaving the simulator.
@@ -61,7 +61,6 @@ async def measure(
     ]
     for socket in sockets:
         json.loads(await socket.recv())  # hello
-        await socket.send(json.dumps({"type": "chart", "contract_id": "CON.F.US.MNQ.Z26"}))
     async with httpx.AsyncClient(
         base_url=base, timeout=30, headers={"Authorization": f"Token {token}"}
     ) as api:

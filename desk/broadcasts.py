@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -23,20 +22,16 @@ from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from accounts.models import Position
-from desk.selectors import account_rows, order_row, position_marks_rows, position_row
+from desk.selectors import (
+    account_rows,
+    contract_followers,
+    order_row,
+    position_marks_rows,
+    position_row,
+)
 from orders.models import Order
 
 logger = logging.getLogger(__name__)
-
-
-# The chart's last prices go to the desks whose chart shows the contract (the page says which,
-# `{"type": "chart", "contract_id": ...}`), whatever account they trade.
-CONTRACT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-def prices_group(contract_id: str) -> str | None:
-    """The channel group of a contract's prices; None for an id no group name can carry."""
-    return f"prices.{contract_id}" if CONTRACT_ID.match(contract_id) else None
 
 
 def account_group(broker_account_id: int) -> str:
@@ -94,37 +89,28 @@ def broadcast_position(position: Position) -> None:
     )
 
 
-def broadcast_prices(prices: dict[str, Any]) -> None:
-    """Each contract's last price to the desks charting it, for the newest candle."""
-    for contract_id, price in prices.items():
-        group = prices_group(contract_id)
-        if group is not None:
-            _send_to(group, functools.partial(_prices_message, contract_id, price))
-
-
-def _prices_message(contract_id: str, price: Any) -> dict[str, Any]:
-    prices = {contract_id: format(price.normalize(), "f")}
-    return _framed("prices.updated", {"type": "prices", "prices": prices})
-
-
-def broadcast_marks(contract_ids: set[str]) -> None:
-    """The new price cells of the positions in these contracts, to each account's group.
-    `prices_changed` comes at most once per market-data publish interval, which is what keeps
-    this to a few messages a second per account however fast the market ticks."""
+def broadcast_marks(prices: dict[str, Any]) -> None:
+    """The new price cells of the positions in these contracts, and the contracts' last prices
+    (the chart's newest candle), to each account's group that holds a position or a working
+    order in them: the contracts the market-data task follows at all. One frame per account
+    per publish: `prices_changed` comes at most once per market-data publish interval, which
+    keeps this to a few messages a second per account however fast the market ticks."""
     layer = get_channel_layer()
     if layer is None or (isinstance(layer, InMemoryChannelLayer) and not layer.groups):
         return  # nobody in this process to tell: skip the query
-    for broker_account_id, rows in position_marks_rows(contract_ids).items():
-        _send(broker_account_id, functools.partial(_marks_message, rows))
+    rows = position_marks_rows(set(prices))
+    for broker_account_id, contracts in contract_followers(set(prices)).items():
+        quoted = {c: format(prices[c].normalize(), "f") for c in sorted(contracts)}
+        message = functools.partial(_marks_message, rows.get(broker_account_id, []), quoted)
+        _send(broker_account_id, message)
 
 
-def _marks_message(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return _framed("marks.updated", {"type": "marks", "rows": rows})
+def _marks_message(rows: list[dict[str, Any]], prices: dict[str, str]) -> dict[str, Any]:
+    return _framed("marks.updated", {"type": "marks", "rows": rows, "prices": prices})
 
 
 def on_prices_changed(sender: Any, prices: dict[str, Any], **kwargs: Any) -> None:
-    broadcast_marks(set(prices))
-    broadcast_prices(prices)
+    broadcast_marks(prices)
 
 
 def on_order_changed(sender: Any, order: Order, **kwargs: Any) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from desk.broadcasts import account_group, prices_group
+from desk.broadcasts import account_group
 from desk.health_push import health_follow, health_unfollow
 from desk.selectors import desk_accounts, desk_snapshot
 
 # Close codes in the 4000 range are ours: the page shows why and does not retry a refusal.
 CLOSE_NOT_AUTHENTICATED = 4401
+FORWARDED = frozenset({"order.updated", "position.updated", "marks.updated"})
 
 
 class DeskConsumer(AsyncJsonWebsocketConsumer):
@@ -25,7 +27,6 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
             return
         self.account_ids = await self._account_ids()
         self.joined = [account_group(a) for a in self.account_ids]
-        self.charting: str | None = None
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
@@ -34,28 +35,24 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         health_unfollow(self)
-        for group in [*getattr(self, "joined", []), getattr(self, "charting", None)]:
-            if group:
-                await self.channel_layer.group_discard(group, self.channel_name)
+        for group in getattr(self, "joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict):
             return
         if content.get("type") == "snapshot":
             await self.send_json({"type": "snapshot", **await self._snapshot()})
-        elif content.get("type") == "chart":
-            await self._chart(content.get("contract_id"))
 
-    async def _chart(self, contract_id: Any) -> None:
-        """Follow one contract's last prices (the chart's); a new one replaces the old."""
-        group = prices_group(contract_id) if isinstance(contract_id, str) else None
-        if self.charting == group:
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # The group messages only forward a frame built elsewhere and touch no database, so
+        # they skip the connection housekeeping Channels does before every message: a thread
+        # hop per message per socket, which at 200 desks was a sixth of the web process's time
+        # during a burst of fills (py-spy on bench/desk_latency.py).
+        if message.get("type") in FORWARDED:
+            await getattr(self, get_handler_name(message))(message)
             return
-        if self.charting:
-            await self.channel_layer.group_discard(self.charting, self.channel_name)
-        self.charting = group
-        if group:
-            await self.channel_layer.group_add(group, self.channel_name)
+        await super().dispatch(message)
 
     # --- Group messages (type "order.updated" is handled by order_updated) ---------------
     # Each carries the page's frame already serialised (`text`, desk/broadcasts.py); a message
@@ -75,10 +72,7 @@ class DeskConsumer(AsyncJsonWebsocketConsumer):
         await self._forward(event, "position", "row", "account")
 
     async def marks_updated(self, event: dict[str, Any]) -> None:
-        await self._forward(event, "marks", "rows")
-
-    async def prices_updated(self, event: dict[str, Any]) -> None:
-        await self._forward(event, "prices", "prices")
+        await self._forward(event, "marks", "rows", "prices")
 
     @database_sync_to_async
     def _account_ids(self) -> list[int]:

@@ -94,6 +94,26 @@ def position_marks_rows(contract_ids: set[str]) -> dict[int, list[dict[str, Any]
     return rows
 
 
+def contract_followers(contract_ids: set[str]) -> dict[int, set[str]]:
+    """Which of these contracts each active account (by broker id) holds an open position or a
+    working order in."""
+    followers: dict[int, set[str]] = {}
+    positions = (
+        Position.objects.filter(contract_id__in=contract_ids, account__active=True)
+        .exclude(type=PositionType.FLAT)
+        .values_list("account__broker_account_id", "contract_id")
+    )
+    orders = (
+        Order.objects.filter(contract_id__in=contract_ids, account__active=True)
+        .exclude(status__in=TERMINAL)
+        .values_list("account__broker_account_id", "contract_id")
+        .distinct()
+    )
+    for account_id, contract_id in [*positions, *orders]:
+        followers.setdefault(account_id, set()).add(contract_id)
+    return followers
+
+
 def desk_accounts(user: User | AnonymousUser) -> list[Account]:
     return list(accounts_visible_to(user).filter(active=True))
 

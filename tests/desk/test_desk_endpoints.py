@@ -315,29 +315,34 @@ async def receive_type(communicator, kind: str, within: float = 5.0) -> dict:
 
 
 @pytest.mark.anyio
-async def test_the_socket_sends_prices_only_for_the_charted_contract() -> None:
-    account = await database_sync_to_async(make_account)()
-    charting, _, _ = await open_desk(await session_cookie("charting", account))
-    other, _, _ = await open_desk(await session_cookie("other", account))
-    await charting.receive_json_from()  # hello
+async def test_the_chart_prices_reach_the_accounts_trading_the_contract() -> None:
+    @database_sync_to_async
+    def accounts_with_an_order_and_without():
+        Contract.objects.get_or_create(
+            contract_id=MNQ,
+            defaults={"tick_size": Decimal("0.25"), "tick_value": Decimal("0.50")},
+        )
+        working, idle = make_account(), make_account()
+        make_order(account=working)  # created: working, no position
+        return working, idle
+
+    working, idle = await accounts_with_an_order_and_without()
+    trading, _, _ = await open_desk(await session_cookie("trading", working))
+    other, _, _ = await open_desk(await session_cookie("idle", idle))
+    await trading.receive_json_from()  # hello
     await other.receive_json_from()
-    await charting.send_json_to({"type": "chart", "contract_id": MNQ})
-    await charting.send_json_to({"type": "chart", "contract_id": "not a group name!"})
-    await charting.send_json_to({"type": "chart", "contract_id": MNQ})
-    # The consumer handles messages in order: once the snapshot is back, the chart is followed.
-    await charting.send_json_to({"type": "snapshot"})
-    await receive_type(charting, "snapshot")
     await database_sync_to_async(publish_prices)(
         prices={MNQ: Decimal("21000.50"), "CON.F.US.MES.Z26": Decimal("6000")},
         at=datetime.now(UTC),
     )
-    message = await receive_type(charting, "prices")
-    # should send the charted contract's price, exact, and nothing of the others
-    assert message["prices"] == {MNQ: "21000.5"}
-    assert await charting.receive_nothing(timeout=0.3)
-    # should send nothing to a desk that charts nothing
+    message = await receive_type(trading, "marks")
+    # should send the price of the contract the account has a working order in, exact, with
+    # no position cells (it holds no position), and nothing of the other contract
+    assert message["prices"] == {MNQ: "21000.5"} and message["rows"] == []
+    assert await trading.receive_nothing(timeout=0.3)
+    # should send nothing to a desk whose accounts trade neither
     assert await other.receive_nothing(timeout=0.3)
-    await charting.disconnect()
+    await trading.disconnect()
     await other.disconnect()
 
 

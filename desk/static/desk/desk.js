@@ -666,16 +666,9 @@
       }
     }
 
-    function follow() {
-      if (state.contract && socket && socket.readyState === WebSocket.OPEN) {
-        socket.send(JSON.stringify({ type: "chart", contract_id: state.contract }));
-      }
-    }
-
     function show(contract) {
       if (!contract) return;
       state.contract = contract;
-      follow();
       const select = $("#chart-contract");
       if (select.value !== contract) select.value = contract;
       $("#chart").setAttribute("aria-label", `Candles of ${contract} with the account's fills and working orders`);
@@ -686,7 +679,7 @@
     $("#chart-minutes").addEventListener("change", (e) => { state.minutes = Number(e.target.value); load(); });
     setInterval(() => { if (state.contract && document.visibilityState === "visible") load(); }, 60000);
     return {
-      show, price, ordersChanged, load, follow,
+      show, price, ordersChanged, load,
       get contract() { return state.contract; },
       markers: () => state.fills.slice(), levels: () => [...document.querySelectorAll("#chart-levels li")].map((li) => li.textContent),
     };
@@ -770,11 +763,12 @@
       applyPosition(message.row);
       if (message.account) applyAccount(message.account);
     }
-    else if (message.type === "marks") applyMarks(message.rows);
-    else if (message.type === "health") renderHealth(message);
-    else if (message.type === "prices") {
-      for (const [contract, value] of Object.entries(message.prices)) chart.price(contract, value);
+    else if (message.type === "marks") {
+      applyMarks(message.rows);
+      // The last prices of the contracts the account trades: the chart's newest candle.
+      for (const [contract, value] of Object.entries(message.prices || {})) chart.price(contract, value);
     }
+    else if (message.type === "health") renderHealth(message);
   }
 
   function connect() {
@@ -797,7 +791,6 @@
       held = null;
       waiting.forEach(handle);
       attempt = 0;
-      chart.follow();  // a new socket follows the chart's contract again
       setConnection("live", "live");
       // Linked from the admin's change page: /desk/#order-<id> opens that order's story.
       const linked = location.hash.startsWith("#order-") ? location.hash.slice(7) : null;
