@@ -57,7 +57,13 @@ async def measure(
     ws_url = base.replace("http://", "ws://") + "/ws/desk/"
     headers = {"Cookie": cookie, "Origin": base}
     sockets = [
-        await websockets.connect(ws_url, additional_headers=headers) for _ in range(args.sessions)
+        await websockets.connect(
+            ws_url,
+            additional_headers=headers,
+            # Browsers offer permessage-deflate and uvicorn accepts it by default: measured so.
+            compression=None if args.no_compression else "deflate",
+        )
+        for _ in range(args.sessions)
     ]
     for socket in sockets:
         json.loads(await socket.recv())  # hello
@@ -112,6 +118,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--fills", type=int, default=40)
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between fills")
+    parser.add_argument(
+        "--no-compression",
+        action="store_true",
+        help="Do not offer permessage-deflate (what uvicorn's ws_per_message_deflate=False gives)",
+    )
     args = parser.parse_args()
     with (
         # Of this process: two checkouts benchmarking at once must not drop each other's.
@@ -127,6 +138,7 @@ def main() -> None:
     print(
         f"{args.sessions} desk sessions, {args.fills} fills one every {args.interval} s, "
         "manage.py serve on PostgreSQL"
+        + (", no websocket compression" if args.no_compression else "")
     )
     print(f"  updates received  {len(latencies)} of {expected}")
     print(f"  latency p50       {percentile(latencies, 0.5) * 1000:8.1f} ms")
