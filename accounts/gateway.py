@@ -213,6 +213,7 @@ def gateway_config_from_settings() -> GatewayConfig:
     return GatewayConfig(
         api_url=api_url,
         user_hub_url=user_hub_url,
+        market_hub_url=settings.PROJECTX_MARKET_HUB_URL,
         username=settings.PROJECTX_USERNAME,
         api_key=settings.PROJECTX_API_KEY,
         general_rate_limit=limit,

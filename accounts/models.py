@@ -20,6 +20,20 @@ PRICE_DIGITS: DecimalDigits = {"max_digits": 20, "decimal_places": 9}
 MONEY_DIGITS: DecimalDigits = {"max_digits": 20, "decimal_places": 4}
 
 
+class TradingState(models.TextChoices):
+    """What an account may still do (checked at acceptance, under the account's row lock)."""
+
+    ACTIVE = "active", "Active"
+    REDUCE_ONLY = "reduce_only", "Reduce only"  # only orders that reduce a position
+    HALTED = "halted", "Halted"  # no new orders at all
+
+
+class TradingStateCause(models.TextChoices):
+    MANUAL = "manual", "Set by a person"
+    DAILY_LOSS_LIMIT = "daily_loss_limit", "Daily loss limit reached"
+    FLATTEN = "flatten", "Account flattened"
+
+
 class Account(models.Model):
     """A trading account at the broker, mirrored locally."""
 
@@ -39,12 +53,50 @@ class Account(models.Model):
     # The sequence number of the last order accepted for this account: orders reach the broker
     # in this order (per-account FIFO), whichever web process accepted them.
     last_order_seq = models.PositiveBigIntegerField(default=0)
+
+    # --- Risk (orders/risk.py reads these under the account's row lock) ---
+    trading_state = models.CharField(
+        max_length=12, choices=TradingState.choices, default=TradingState.ACTIVE
+    )
+    trading_state_cause = models.CharField(
+        max_length=20, choices=TradingStateCause.choices, blank=True, default=""
+    )
+    trading_state_reason = models.TextField(blank=True, default="")
+    trading_state_changed_at = models.DateTimeField(null=True, blank=True)
+    trading_state_changed_by = models.CharField(max_length=150, blank=True, default="")
+    # The trading day on which the daily loss limit last fired: it fires once per day (a
+    # person who resumes the account is not overruled on the same day), and a state it set
+    # ends when the next trading day begins.
+    loss_limit_day = models.DateField(null=True, blank=True)
+    # Per-account overrides of `orderManagement.risk`; empty means the YAML's value.
+    max_order_size = models.PositiveIntegerField(null=True, blank=True)
+    max_position_size = models.PositiveIntegerField(null=True, blank=True)
+    max_working_orders = models.PositiveIntegerField(null=True, blank=True)
+    max_orders_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    daily_loss_limit = models.DecimalField(null=True, blank=True, **MONEY_DIGITS)
+    on_daily_loss_limit = models.CharField(
+        max_length=12,
+        blank=True,
+        default="",
+        choices=[
+            (TradingState.REDUCE_ONLY.value, "Reduce only"),
+            (TradingState.HALTED.value, "Halt"),
+        ],
+    )
+
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["broker_account_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(daily_loss_limit__isnull=True)
+                | models.Q(daily_loss_limit__gt=0),
+                name="account_daily_loss_limit_positive",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.broker_account_id})"
@@ -199,3 +251,115 @@ class BrokerSession(models.Model):
 
     def __str__(self) -> str:
         return f"session of {self.username}"
+
+
+class AccountAudit(models.Model):
+    """Every change to an account's trading state and every step of a flatten, with who."""
+
+    class Action(models.TextChoices):
+        TRADING_STATE = "trading_state", "Trading state changed"
+        FLATTEN_STEP = "flatten_step", "Flatten step"
+        RISK_LIMITS = "risk_limits", "Risk limits changed"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="audit")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    from_state = models.CharField(max_length=24, blank=True, default="")
+    to_state = models.CharField(max_length=24, blank=True, default="")
+    actor = models.CharField(max_length=150, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["account", "created_at"], name="account_audit_created")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.action} {self.from_state}->{self.to_state}"
+
+
+class RealizedPnl(models.Model):
+    """The realized P&L of one account in one contract on one trading day, from the broker's
+    trades (`profitAndLoss` gross, `fees` apart), kept up by the fills code as it stores each
+    trade or void (`accounts.services.realized_pnl_add`): the daily loss limit reads one row per
+    contract, never the fills. `trading_day` is the local date on which the day began
+    (`risk.tradingDayStartsAt`)."""
+
+    # Derived from the fills (which protect the account themselves): goes with its account.
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="realized_pnl")
+    contract_id = models.CharField(max_length=64)
+    trading_day = models.DateField()
+    profit_and_loss = models.DecimalField(default=Decimal("0"), **MONEY_DIGITS)
+    fees = models.DecimalField(default=Decimal("0"), **MONEY_DIGITS)
+    trades = models.IntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["account", "-trading_day", "contract_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "trading_day", "contract_id"],
+                name="realized_pnl_one_per_day_contract",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.contract_id} {self.trading_day}: {self.net}"
+
+    @property
+    def net(self) -> Decimal:
+        return self.profit_and_loss - self.fees
+
+
+class AccountFlatten(models.Model):
+    """One run of the kill switch on one account (orders/flatten.py).
+
+    At most one is in progress per account (the partial unique constraint): a second request
+    joins it. The process running it holds a lease, renewed at every step and written before
+    the step's side effect, so a run whose process died is taken over and finished from the
+    broker's truth by the next request, as for `PositionClose`.
+    """
+
+    class State(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        DONE = "done", "Done"
+
+    class Step(models.TextChoices):
+        HALTING = "halting", "Halting the account"
+        SETTLING_ORDERS = "settling_orders", "Waiting for orders in flight to settle"
+        CANCELLING_ORDERS = "cancelling_orders", "Cancelling every working order"
+        CONFIRMING_CANCELS = "confirming_cancels", "Waiting for the broker to confirm cancels"
+        CLOSING_POSITIONS = "closing_positions", "Closing every position at market"
+        CONFIRMING_FLAT = "confirming_flat", "Waiting for the broker to show the account flat"
+
+    class Status(models.TextChoices):
+        FLAT = "flat", "Flat"
+        PENDING = "pending", "Pending"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="flattens")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.IN_PROGRESS)
+    step = models.CharField(max_length=24, choices=Step.choices, default=Step.HALTING)
+    status = models.CharField(max_length=8, choices=Status.choices, blank=True, default="")
+    requested_by = models.CharField(max_length=150, blank=True, default="")
+    owner = models.CharField(max_length=200, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=1)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # What was done, across every attempt: [{"order", "broker_order_id", "contract_id"}] and
+    # [{"contract_id", "side", "size"}].
+    cancelled = models.JSONField(default=list, blank=True)
+    closed = models.JSONField(default=list, blank=True)
+    detail = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=models.Q(state="in_progress"),
+                name="account_flatten_one_in_progress",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"flatten of {self.account_id} ({self.state} {self.status})"

@@ -3,7 +3,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -12,8 +14,27 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.gateway import get_gateway
-from accounts.models import PRICE_DIGITS, Account, Contract, Position, PositionType
+from accounts.models import (
+    MONEY_DIGITS,
+    PRICE_DIGITS,
+    Account,
+    AccountAudit,
+    Contract,
+    Position,
+    PositionType,
+    RealizedPnl,
+    TradingState,
+    TradingStateCause,
+)
+from accounts.selectors import (
+    account_limits,
+    loss_limit_reached,
+    loss_limit_state_expired,
+    realized_pnl_today,
+    trading_day,
+)
 from accounts.signals import position_changed
+from common import metrics
 from common.transactions import atomic_statement
 from projectx import enums
 from projectx.errors import BrokerRejected
@@ -207,3 +228,215 @@ def account_apply(*, wire: WireAccount) -> None:
             can_trade=wire.can_trade,
             version=F("version") + 1,
         )
+
+
+# --- Trading states and the realized P&L of the day (the risk checks read them) -------------
+
+
+def account_trading_state_set(
+    *,
+    account: Account,
+    to_state: str,
+    actor: str,
+    cause: str = TradingStateCause.MANUAL,
+    reason: str = "",
+    loss_limit_day: date | None = None,
+) -> Account:
+    """Move the account to `to_state`, audited with the actor; the account as it is now.
+
+    Under the account's row lock (the first of the hierarchy; the caller's transaction when it
+    holds one), so a state change and an order's acceptance never interleave. A move to the
+    state the account is already in changes nothing and writes no audit row.
+    """
+    TradingState(to_state)  # a typo is a programming error
+    with transaction.atomic():
+        locked = Account.objects.select_for_update().get(pk=account.pk)
+        if locked.trading_state == to_state and (
+            to_state == TradingState.ACTIVE or locked.trading_state_cause == cause
+        ):
+            return locked
+        now = timezone.now()
+        changes: dict[str, Any] = {
+            "trading_state": to_state,
+            "trading_state_cause": "" if to_state == TradingState.ACTIVE else cause,
+            "trading_state_reason": reason[:2000],
+            "trading_state_changed_at": now,
+            "trading_state_changed_by": actor,
+        }
+        if loss_limit_day is not None:
+            changes["loss_limit_day"] = loss_limit_day
+        Account.objects.filter(pk=locked.pk).update(version=F("version") + 1, **changes)
+        AccountAudit.objects.create(
+            account=locked,
+            action=AccountAudit.Action.TRADING_STATE,
+            from_state=locked.trading_state,
+            to_state=to_state,
+            actor=actor,
+            reason=reason[:2000] or TradingStateCause(cause).label,
+        )
+        logger.warning(
+            "account %s trading state %s -> %s by %s (%s)",
+            locked.broker_account_id,
+            locked.trading_state,
+            to_state,
+            actor or "(system)",
+            reason or cause,
+        )
+        locked.refresh_from_db()
+        return locked
+
+
+def account_halt(*, account: Account, actor: str, reason: str = "") -> Account:
+    return account_trading_state_set(
+        account=account,
+        to_state=TradingState.HALTED,
+        actor=actor,
+        cause=TradingStateCause.MANUAL,
+        reason=reason or "halted by hand",
+    )
+
+
+def account_resume(*, account: Account, actor: str, reason: str = "") -> Account:
+    """Back to active. The daily loss limit does not fire again on the same trading day: the
+    person who resumed it decided."""
+    return account_trading_state_set(
+        account=account,
+        to_state=TradingState.ACTIVE,
+        actor=actor,
+        reason=reason or "resumed by hand",
+    )
+
+
+RISK_ACTOR = "risk"
+
+
+def account_trading_state_current(*, locked: Account, now: datetime) -> Account:
+    """The account with its trading state brought up to date for an acceptance (the caller
+    holds the account's row lock, in its transaction):
+
+    1. A state the daily loss limit set on an earlier trading day ends: back to active.
+    2. The limit reached today, and not yet fired today: the account switches to
+       `onDailyLossLimit`, audited.
+    """
+    if loss_limit_state_expired(locked, now=now):
+        locked = account_trading_state_set(
+            account=locked,
+            to_state=TradingState.ACTIVE,
+            actor=RISK_ACTOR,
+            reason="a new trading day began: the daily loss limit's state ends",
+        )
+    today = trading_day(now)
+    if (
+        locked.trading_state == TradingState.ACTIVE
+        and locked.loss_limit_day != today
+        and loss_limit_reached(locked, now=now)
+    ):
+        limits = account_limits(locked)
+        pnl = realized_pnl_today(account=locked, now=now)
+        locked = account_trading_state_set(
+            account=locked,
+            to_state=limits.on_daily_loss_limit,
+            actor=RISK_ACTOR,
+            cause=TradingStateCause.DAILY_LOSS_LIMIT,
+            reason=f"daily loss limit {limits.daily_loss_limit} reached: realized P&L net of "
+            f"fees today is {pnl}",
+            loss_limit_day=today,
+        )
+        transaction.on_commit(metrics.daily_loss_limit_reached_total.inc)
+    return locked
+
+
+def account_loss_limit_check(*, account_id: int) -> Account:
+    """After new trades of the account were stored: switch its state if the limit is reached.
+    Without a loss limit on the account, and nothing to expire, no lock is taken (this runs
+    after every trade the listener stores)."""
+    account = Account.objects.get(pk=account_id)
+    if account_limits(account).daily_loss_limit is None and not loss_limit_state_expired(
+        account, now=timezone.now()
+    ):
+        return account
+    with transaction.atomic():
+        locked = Account.objects.select_for_update().get(pk=account_id)
+        return account_trading_state_current(locked=locked, now=timezone.now())
+
+
+@dataclass(frozen=True)
+class RealizedEntry:
+    """One trade's share of the realized P&L (negative for a void of a stored trade)."""
+
+    contract_id: str
+    at: datetime  # the broker's timestamp of the trade: it decides the trading day
+    profit_and_loss: Decimal
+    fees: Decimal
+    trades: int = 1
+
+
+def realized_pnl_add(*, account_id: int, entries: Iterable[RealizedEntry]) -> None:
+    """Add trades to the account's realized P&L of their trading days (one upsert).
+
+    Called by the fills code as it stores a new trade or voids one, inside its transaction:
+    the P&L is exactly the stored trades'. The rows are written in key order (two listeners'
+    batches never wait on each other in a circle). The loss limit is checked after commit, in
+    a transaction of its own (the fills code holds order locks, taken after the account's in
+    the hierarchy); acceptance checks it again under the account's lock, so a check lost with
+    a crash is made by the next order anyway.
+    """
+    totals: dict[tuple[date, str], list[Any]] = {}
+    for entry in entries:
+        key = (trading_day(entry.at), entry.contract_id)
+        total = totals.setdefault(key, [Decimal(0), Decimal(0), 0])
+        total[0] += entry.profit_and_loss
+        total[1] += entry.fees
+        total[2] += entry.trades
+    if not totals:
+        return
+    table = connection.ops.quote_name(RealizedPnl._meta.db_table)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    rows = sorted(totals.items())
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+    params: list[Any] = []
+    adapt_money = connection.ops.adapt_decimalfield_value
+    for (day, contract_id), (pnl, fees, trades) in rows:
+        params += [
+            account_id,
+            contract_id,
+            connection.ops.adapt_datefield_value(day),
+            adapt_money(pnl, **MONEY_DIGITS),
+            adapt_money(fees, **MONEY_DIGITS),
+            trades,
+            now,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (account_id, contract_id, trading_day, profit_and_loss, fees,
+                                 trades, updated_at)
+            VALUES {values}
+            ON CONFLICT (account_id, trading_day, contract_id) DO UPDATE SET
+                profit_and_loss = {table}.profit_and_loss + EXCLUDED.profit_and_loss,
+                fees = {table}.fees + EXCLUDED.fees,
+                trades = {table}.trades + EXCLUDED.trades,
+                updated_at = EXCLUDED.updated_at
+            """,
+            params,
+        )
+    transaction.on_commit(lambda: _loss_limit_check_after_commit(account_id))
+
+
+def _loss_limit_check_after_commit(account_id: int) -> None:
+    try:
+        account_loss_limit_check(account_id=account_id)
+    except Exception:  # the next acceptance checks again; a fill must never fail for this
+        logger.exception("daily loss limit check of account %s failed", account_id)
+
+
+def account_risk_limits_update(*, account: Account, changes: dict[str, Any], actor: str) -> None:
+    """Record a change of an account's risk overrides (the admin saves the row itself)."""
+    if not changes:
+        return
+    AccountAudit.objects.create(
+        account=account,
+        action=AccountAudit.Action.RISK_LIMITS,
+        actor=actor,
+        reason="; ".join(f"{name}: {value}" for name, value in sorted(changes.items())),
+    )

@@ -111,6 +111,20 @@ listener_task_restarts_total = Counter(
     "after a failure, by task",
     ["task"],
 )
+# Pre-trade risk (issue 15): refusals by the limit that refused, and the daily loss limit firing.
+order_risk_refusals_total = Counter(
+    "order_risk_refusals_total",
+    "Orders refused by a pre-trade risk check before reaching the broker, by limit",
+    ["limit"],
+)
+daily_loss_limit_reached_total = Counter(
+    "order_daily_loss_limit_reached_total",
+    "Accounts switched to onDailyLossLimit because the day's realized loss reached the limit",
+)
+# Computed at scrape time by ops.collectors, per account (broker account id):
+ACCOUNT_TRADING_STATE = "order_account_trading_state"  # 1 for the state the account is in
+ACCOUNT_DAILY_LOSS_LIMIT_REACHED = "order_account_daily_loss_limit_reached"  # 1 while reached
+ACCOUNT_REALIZED_PNL_TODAY = "order_account_realized_pnl_today"  # net of fees, currency
 order_unprotected_positions_total = Counter(
     "order_unprotected_positions_total",
     "Filled bracket entries found without a working stop-loss child covering them at the broker "

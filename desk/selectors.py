@@ -14,7 +14,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Account, Contract, Position, PositionType
-from accounts.selectors import accounts_visible_to
+from accounts.selectors import (
+    accounts_visible_to,
+    effective_trading_state,
+    realized_pnl_by_contract,
+)
 from fills.models import Fill, ListenerHeartbeat
 from marketdata.selectors import NO_MARK, Mark, account_unrealized_pnl, position_marks
 from orders.lifecycle import TERMINAL
@@ -118,32 +122,34 @@ def desk_accounts(user: User | AnonymousUser) -> list[Account]:
     return list(accounts_visible_to(user).filter(active=True))
 
 
-def account_rows(accounts: list[Account]) -> list[dict[str, Any]]:
-    """The account header: name, trading state, realized P&L today, unrealized P&L (the page
-    counts the working orders from the rows it holds).
-
-    The trading state and the day's realized P&L come from the risk work (issue 15); until an
-    account carries them they are None and the page shows a dash, never a made-up figure."""
+def account_rows(accounts: list[Account], *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The account header: name, trading state (as acceptance sees it: a loss-limit state of
+    an earlier trading day has ended), realized P&L today net of fees, unrealized P&L (the page
+    counts the working orders from the rows it holds)."""
+    now = now or timezone.now()
     unrealized = account_unrealized_pnl(accounts)
+    realized = realized_pnl_today_by_account(accounts, now=now)
     return [
         {
             "id": account.broker_account_id,
             "name": account.name,
-            "trading_state": _trading_state(account),
-            "realized_pnl_today": _decimal(_realized_pnl_today(account)),
+            "trading_state": effective_trading_state(account, now=now),
+            "trading_state_reason": account.trading_state_reason,
+            "realized_pnl_today": _decimal(realized.get(account.pk, Decimal(0))),
             "unrealized_pnl": _decimal(unrealized.get(account.pk)),
         }
         for account in accounts
     ]
 
 
-def _trading_state(account: Account) -> str | None:
-    state = getattr(account, "trading_state", None)
-    return str(state) if state else None
-
-
-def _realized_pnl_today(account: Account) -> Decimal | None:
-    return None
+def realized_pnl_today_by_account(accounts: list[Account], *, now: datetime) -> dict[int, Decimal]:
+    """Each account's realized P&L today, net of fees, by primary key, in one query (the
+    per-contract rows `accounts.selectors.realized_pnl_by_contract` reads, summed)."""
+    totals: dict[int, Decimal] = {}
+    by_contract = realized_pnl_by_contract(account_ids=[a.pk for a in accounts], now=now)
+    for (account_pk, _contract), net in by_contract.items():
+        totals[account_pk] = totals.get(account_pk, Decimal(0)) + net
+    return totals
 
 
 # What Cancel all and Flatten account cancel: orders the broker has working.

@@ -20,4 +20,9 @@ urlpatterns = [
     ),
     path("health/", views.health_view, name="health"),
     path("chart/", views.chart_view, name="chart"),
+    path(
+        "accounts/<int:account_id>/flatten/",
+        views.account_flatten_view,
+        name="account-flatten",
+    ),
 ]

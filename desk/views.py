@@ -26,6 +26,7 @@ from desk.bars import MAX_BARS, UNIT_MINUTES, chart_bars
 from desk.forms import LABELS, TicketForm
 from desk.selectors import (
     HEALTH_LIGHTS,
+    account_rows,
     desk_accounts,
     desk_chart_overlay,
     desk_health,
@@ -35,6 +36,7 @@ from desk.selectors import (
 )
 from orders.amend import order_cancel
 from orders.exceptions import ErrorDescription, IfMatchRequired, describe_error, error_body
+from orders.flatten import account_flatten, flatten_status
 from orders.lifecycle import cancel_http_status
 from orders.models import TransitionTrigger
 from orders.placement import order_place
@@ -184,9 +186,10 @@ def ticket_place_view(request: HttpRequest) -> JsonResponse:
         return _refused(exc)
     order = result.order
     order.refresh_from_db()
-    return JsonResponse(
-        {"row": order_row(order), "replayed": result.replayed}, status=result.http_status
-    )
+    body: dict[str, Any] = {"row": order_row(order), "replayed": result.replayed}
+    if result.body and "error" in result.body:
+        body["error"] = result.body["error"]  # a replayed refusal (risk): said as the first time
+    return JsonResponse(body, status=result.http_status)
 
 
 @login_required
@@ -249,3 +252,29 @@ def chart_view(request: HttpRequest) -> JsonResponse:
     since = timezone.now() - timedelta(minutes=minutes * count)
     body.update(desk_chart_overlay(request.user, contract_id=contract_id, since=since))
     return JsonResponse(body)
+
+
+@login_required
+@require_POST
+def account_flatten_view(request: HttpRequest, account_id: int) -> JsonResponse:
+    """The desk's "Flatten account" button (the page asks for confirmation first). The answer
+    carries the account's header, so the page shows the halted state and the P&L at once."""
+    account = accounts_visible_to(request.user).filter(broker_account_id=account_id).first()
+    if account is None:
+        return JsonResponse(error_body("not_found", "unknown account"), status=404)
+    try:
+        run = account_flatten(
+            account=account, actor=request.user.get_username(), trigger=TransitionTrigger.ADMIN
+        )
+    except Exception as exc:
+        return _refused(exc)
+    account.refresh_from_db()
+    return JsonResponse(
+        {
+            "status": flatten_status(run),
+            "cancelled": run.cancelled,
+            "closed": run.closed,
+            "detail": run.detail,
+            "account": account_rows([account])[0],
+        }
+    )

@@ -582,7 +582,7 @@ class GatewayListener:
         supervisor.start("catch-up", self._catch_up_when_wanted)
         supervisor.start("sweeper", self._sweep_forever)
         supervisor.start("heartbeat", self._heartbeat_forever)
-        supervisor.start("brackets", self._guard_brackets_forever)  # issue 15
+        supervisor.start("brackets", self._guard_brackets_forever)
         try:
             await stop.wait()
         finally:

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from accounts.gateway import get_gateway
 from accounts.models import Account
+from accounts.services import RealizedEntry, realized_pnl_add
 from common import metrics
 from common.bulk import insert_rows
 from fills.averages import add_to_notional, average_price, fill_totals
@@ -170,6 +171,8 @@ def _fill_apply(account: Account, trade: WireTrade, trigger: str) -> FillResult:
         stored = _insert_unless_stored(fill)
     else:
         fill, stored = taken
+    if stored and not fill.voided:
+        _realized(account.pk, fill, 1)  # the day's realized P&L (daily loss limit)
     if not stored:
         if not trade.voided:
             return FillResult(FillOutcome.DUPLICATE, fill, order)  # a replay: nothing to do
@@ -206,12 +209,33 @@ def _fill_apply(account: Account, trade: WireTrade, trigger: str) -> FillResult:
 def _void(fill: Fill, order: Order | None, trigger: str) -> FillResult:
     fill.voided = True
     fill.save(update_fields=["voided"])
+    _realized(fill.account_id, fill, -1)  # a voided trade's P&L is taken back
     logger.error(
         "ALERT trade %s voided by the broker (order %s)", fill.broker_trade_id, fill.order_id
     )
     if order is not None:
         order = _recompute(order, trigger=trigger, reason=f"trade {fill.broker_trade_id} voided")
     return FillResult(FillOutcome.VOIDED, fill, order)
+
+
+# The realized P&L of the trading day, kept by accounts (orders may not read
+# fills, so the daily loss limit reads these totals). Alone: one upsert per trade; in an
+# event batch: collected, one upsert per account when the batch ends.
+
+
+def _realized(account_id: int, fill: Fill, sign: int) -> None:
+    entry = RealizedEntry(
+        contract_id=fill.contract_id,
+        at=fill.broker_ts,
+        profit_and_loss=sign * (fill.profit_and_loss or Decimal(0)),
+        fees=sign * (fill.fees or Decimal(0)),
+        trades=sign,
+    )
+    batch = _event_batch.get()
+    if batch is not None:
+        batch.realized.setdefault(account_id, []).append(entry)
+        return
+    realized_pnl_add(account_id=account_id, entries=[entry])
 
 
 def _recompute(order: Order, *, trigger: str, reason: str) -> Order:
@@ -344,7 +368,7 @@ def _find_or_mirror(account: Account, wire: WireOrder, trigger: str) -> tuple[Or
                 custom_tag=wire.custom_tag or None,
                 broker_order_id=wire.id,
                 created_by="broker",
-                # --- brackets (issue 15): a bracket child's role and entry --------------
+                # A bracket child: its role and its entry.
                 **brackets.bracket_child_fields(account_id=account.pk, wire=wire),
             )
             order_transition(
@@ -413,6 +437,8 @@ class _EventBatch:
         # Broker order ids the batch looked for and found no order of (their fills are
         # orphans): not asked again, unless an order event mirrors one.
         self._absent: set[tuple[int, int]] = set()
+        # account pk -> the realized P&L entries of the batch's trades
+        self.realized: dict[int, list[RealizedEntry]] = {}
 
     # Orders ---------------------------------------------------------------------------------
 
@@ -601,6 +627,8 @@ def events_batched(groups: list[AccountEvents]) -> Iterator[None]:
             for group in groups:
                 batch.store(group.account, group.trades)
             yield
+            for account_id in sorted(batch.realized):  # one upsert per account
+                realized_pnl_add(account_id=account_id, entries=batch.realized[account_id])
         finally:
             _event_batch.reset(token)
         outcomes = dict(batch.outcomes)

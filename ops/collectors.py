@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
 
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -56,3 +58,48 @@ class DatabaseStateCollector(Collector):
         for state, count in stuck.items():
             stuck_family.add_metric([state], count)
         yield stuck_family
+        yield from _account_risk(now)
+
+
+def _account_risk(now: datetime) -> Iterator[Metric]:
+    """Per account (broker id): its trading state, today's realized P&L, the loss limit."""
+    from accounts.models import Account, TradingState
+    from accounts.selectors import (
+        effective_trading_state,
+        loss_limit_reached,
+        realized_pnl_by_contract,
+    )
+
+    try:
+        accounts = list(Account.objects.filter(active=True))
+        pnl = realized_pnl_by_contract(account_ids=[a.pk for a in accounts], now=now)
+    except Exception:
+        logger.warning("account risk metrics unavailable for this scrape", exc_info=True)
+        return
+    state_family = GaugeMetricFamily(
+        metrics.ACCOUNT_TRADING_STATE,
+        "1 for the trading state each account is in (active, reduce_only, halted)",
+        labels=["account", "state"],
+    )
+    reached_family = GaugeMetricFamily(
+        metrics.ACCOUNT_DAILY_LOSS_LIMIT_REACHED,
+        "1 while an account's realized loss today has reached its dailyLossLimit",
+        labels=["account"],
+    )
+    pnl_family = GaugeMetricFamily(
+        metrics.ACCOUNT_REALIZED_PNL_TODAY,
+        "Realized P&L net of fees since the trading day began, per account",
+        labels=["account"],
+    )
+    for account in accounts:
+        label = str(account.broker_account_id)
+        current = effective_trading_state(account, now=now)
+        for state in TradingState.values:
+            state_family.add_metric([label, state], 1 if state == current else 0)
+        total = sum((v for (a, _), v in pnl.items() if a == account.pk), Decimal(0))
+        reached = loss_limit_reached(account, now=now, pnl=total)
+        reached_family.add_metric([label], 1 if reached else 0)
+        pnl_family.add_metric([label], float(total))
+    yield state_family
+    yield reached_family
+    yield pnl_family

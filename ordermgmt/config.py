@@ -10,8 +10,11 @@ The models are frozen: the running system reads its tuning, it never writes it.
 
 from __future__ import annotations
 
+from datetime import time
+from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from django.core.exceptions import ImproperlyConfigured
@@ -115,6 +118,46 @@ class ConcurrencySettings(_Section):
     placement_turn_timeout_seconds: float = Field(30.0, gt=0, le=600)
 
 
+# A limit is off when null (the default); an account's override in the admin wins over it.
+_Limit = Annotated[int | None, Field(ge=1, le=1_000_000)]
+
+
+class RiskSettings(_Section):
+    max_order_size: _Limit = None
+    max_position_size: _Limit = None
+    max_working_orders: _Limit = None
+    max_orders_per_minute: _Limit = None
+    # Currency, as the broker counts P&L. Not strict: `1000`, `1000.50` and "1000.50" all read
+    # as the exact decimal they spell (a float's binary noise is cut by str()).
+    daily_loss_limit: Annotated[Decimal | None, Field(gt=0, strict=False)] = None
+    on_daily_loss_limit: Literal["reduce_only", "halt"] = "reduce_only"
+    trading_day_starts_at: str = "17:00 America/Chicago"
+    # The kill switch (POST /accounts/{id}/flatten): how long one request waits for the broker
+    # to confirm, and the lease of the process running it (taken over when it runs out).
+    flatten_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    flatten_lease_seconds: float = Field(15.0, ge=1, le=600)
+
+    @model_validator(mode="after")
+    def _trading_day_start_parses(self) -> RiskSettings:
+        self.trading_day_start()
+        return self
+
+    def trading_day_start(self) -> tuple[time, ZoneInfo]:
+        """`tradingDayStartsAt` as (local time, zone): "HH:MM Area/City"."""
+        clock, _, zone = self.trading_day_starts_at.partition(" ")
+        try:
+            hours, minutes = (int(part) for part in clock.split(":"))
+            start = time(hours, minutes)
+        except ValueError:
+            raise ValueError(
+                'tradingDayStartsAt must read "HH:MM Area/City", e.g. "17:00 America/Chicago"'
+            ) from None
+        try:
+            return start, ZoneInfo(zone.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"tradingDayStartsAt: unknown time zone {zone.strip()!r}") from None
+
+
 class BracketSettings(_Section):
     """Native brackets [reference 4.4] and the protection guarantee (orders/brackets.py)."""
 
@@ -134,6 +177,7 @@ class OrderManagementSettings(_Section):
     verification: VerificationSettings = VerificationSettings()
     partial_fill_tracking: PartialFillSettings = PartialFillSettings()
     concurrency_control: ConcurrencySettings = ConcurrencySettings()
+    risk: RiskSettings = RiskSettings()
     brackets: BracketSettings = BracketSettings()
 
 

@@ -125,6 +125,8 @@ else:
 # --- The broker -----------------------------------------------------------------------------
 PROJECTX_API_URL = env_url("PROJECTX_API_URL", schemes={"http", "https"})
 PROJECTX_USER_HUB_URL = env_url("PROJECTX_USER_HUB_URL", schemes={"http", "https", "ws", "wss"})
+# Optional: the market hub's URL when it is not the user hub's with /hubs/user -> /hubs/market.
+PROJECTX_MARKET_HUB_URL = env_url("PROJECTX_MARKET_HUB_URL", schemes={"http", "https", "ws", "wss"})
 PROJECTX_USERNAME = env_str("PROJECTX_USERNAME")
 PROJECTX_API_KEY = env_str("PROJECTX_API_KEY")
 _projectx_given = [

@@ -24,6 +24,7 @@ from orders.exceptions import (
 )
 from orders.lifecycle import CancelDecision
 from orders.models import Order, OrderStatus, TransitionTrigger
+from orders.risk import order_modify_risk_check
 from orders.services import order_apply_broker_order, order_transition, order_update
 from orders.validation import order_validate_prices, payload_from
 from projectx.errors import AmbiguousError, BrokerRejected, GatewayError
@@ -189,6 +190,9 @@ def order_modify(
     new_size = changes.get("size", order.size)
     if new_size <= order.filled_size:
         raise InvalidOrder({"size": [f"must be above the {order.filled_size} already filled"]})
+    if new_size > order.size:
+        # Pre-trade risk (issue 15): a bigger order adds exposure like a new one.
+        order_modify_risk_check(order=order, new_size=new_size)
     prices: dict[str, Decimal | None] = {
         field: changes.get(field, getattr(order, field))
         for field in ("limit_price", "stop_price", "trail_price")

@@ -178,6 +178,63 @@ class CloseInProgress(OrderError):
         self.retry_after = retry_after
 
 
+class RiskRefusal(OrderError):
+    """A pre-trade risk check refused the order: nothing was sent to the broker.
+
+    `final`: a definitive answer, stored as a rejected order and replayed for its key. The
+    others pass with time (a rate, a halt), so nothing is stored and the key stays free.
+    `fields` says which limit (the YAML key), its value and what the order asked for.
+    """
+
+    code = "risk_limit"
+    http_status = 422
+    final = True
+
+    def __init__(self, message: str, *, limit: str, value: Any, requested: Any) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.fields = {"limit": limit, "value": _plain(value), "requested": _plain(requested)}
+
+
+def _plain(value: Any) -> Any:
+    # Money as a decimal string (JSON numbers cannot carry it exactly), counts as numbers.
+    return value if value is None or isinstance(value, (int, str)) else str(value)
+
+
+class RiskLimitExceeded(RiskRefusal):
+    """422: the order breaks a limit (size, position, working orders, reduce-only)."""
+
+
+class RiskRateLimited(RiskRefusal):
+    """429: the account placed `maxOrdersPerMinute` orders within the last minute."""
+
+    http_status = 429
+    final = False
+
+    def __init__(self, message: str, *, value: Any, requested: Any, retry_after: float) -> None:
+        super().__init__(message, limit="maxOrdersPerMinute", value=value, requested=requested)
+        self.retry_after = retry_after
+
+
+class AccountHalted(RiskRefusal):
+    """409: the account is halted (by hand, the daily loss limit, or the kill switch)."""
+
+    code = "account_halted"
+    http_status = 409
+    final = False
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message, limit="tradingState", value="halted", requested=None)
+        self.fields = {"limit": "tradingState", "value": "halted", "reason": reason}
+
+
+class FlattenFailed(OrderError):
+    """The kill switch could not be started or joined (an unexpected error, logged)."""
+
+    code = "flatten_failed"
+    retry_after = 5
+
+
 class BracketsNotEnabled(OrderError):
     """The broker refused an order with brackets: the account is in "Position Brackets" mode,
     not "Auto OCO Brackets" [reference 4.4]. The message is the broker's. A definitive answer:
@@ -217,6 +274,9 @@ _HTTP_STATUS: list[tuple[type[Exception], int]] = [
     # PlacementDeferred carries its own status (429 or 503); this is its fallback.
     (PlacementDeferred, 503),
     (PlacementQueueFull, 429),
+    # RiskRefusal carries its own status (422, 429 or 409).
+    (RiskRefusal, 422),
+    (FlattenFailed, 503),
     (PositionClosing, 409),
     (CloseInProgress, 409),
     (CloseFailed, 503),

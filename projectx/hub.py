@@ -229,6 +229,9 @@ class UserHubClient:
     reconnect when nothing - not even a ping - arrived for that long; the server pings every 15 s.
     """
 
+    # Which hub the logs name (the market hub's client shares this class's connection rules).
+    hub_name = "user hub"
+
     def __init__(
         self,
         url: str,
@@ -309,7 +312,9 @@ class UserHubClient:
             _, still_running = await asyncio.wait(tasks, timeout=self._stop_timeout)
             if still_running:
                 logger.error(
-                    "user hub did not stop within %.1f s; abandoning it", self._stop_timeout
+                    "%s did not stop within %.1f s; abandoning it",
+                    self.hub_name,
+                    self._stop_timeout,
                 )
         self._supervisor = self._watchdog = None
         self._connected = False
@@ -329,7 +334,7 @@ class UserHubClient:
 
     def force_reconnect(self, reason: str = "requested") -> None:
         """Drop the current connection (if any) and connect again at once."""
-        logger.warning("user hub: forcing a reconnect (%s)", reason)
+        logger.warning("%s: forcing a reconnect (%s)", self.hub_name, reason)
         self._reconnect_reason = reason
         if self._reconnect_requested is not None:
             self._reconnect_requested.set()
@@ -383,7 +388,7 @@ class UserHubClient:
                 reason = f"{type(cause).__name__}: {cause}"
                 if _is_unauthorised(cause):
                     rejected_token_next = self._token_in_use
-                logger.warning("user hub connection ended: %s", reason)
+                logger.warning("%s connection ended: %s", self.hub_name, reason)
             finally:
                 self._connected = False
                 self._subscribed.clear()
@@ -396,7 +401,7 @@ class UserHubClient:
             # connection that subscribed and caught up resets it, however it ended later.
             failures = 0 if self._connection_was_healthy else failures + 1
             delay = self._reconnect_delay(failures)
-            logger.info("user hub: reconnecting in %.2f s", delay)
+            logger.info("%s: reconnecting in %.2f s", self.hub_name, delay)
             await asyncio.sleep(delay)
 
     def _reconnect_delay(self, failures: int) -> float:
@@ -523,14 +528,16 @@ class UserHubClient:
             parsed = model.model_validate(payload)
         except ValidationError:
             self._events_dropped += 1
-            logger.exception("user hub: unreadable %s dropped: %r", event_name, item)
+            logger.exception("%s: unreadable %s dropped: %r", self.hub_name, event_name, item)
             return
         if callback is None:
             return
         try:
             await callback(parsed, action)
         except Exception:
-            logger.exception("user hub: the %s callback raised; the stream continues", event_name)
+            logger.exception(
+                "%s: the %s callback raised; the stream continues", self.hub_name, event_name
+            )
 
     async def _notify_disconnected(self, reason: str) -> None:
         if self._on_disconnected is None:
@@ -538,7 +545,7 @@ class UserHubClient:
         try:
             await self._on_disconnected(reason)
         except Exception:
-            logger.exception("user hub: on_disconnected raised")
+            logger.exception("%s: on_disconnected raised", self.hub_name)
 
     # -- Watchdog ---------------------------------------------------------------------------------
 

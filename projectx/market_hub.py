@@ -70,6 +70,8 @@ class MarketHubClient(UserHubClient):
     ``stop()``. Construction, ``start``/``stop``, ``health()``, ``force_reconnect`` and
     ``wait_until_subscribed`` are ``UserHubClient``'s (see there); there are no accounts."""
 
+    hub_name = "market hub"
+
     def __init__(
         self,
         url: str,

@@ -30,6 +30,7 @@ from orders.models import IdempotencyRecord, Order, OrderStatus
 from orders.placement.release import cancel_unsent, order_release_unsent, still_waiting
 from orders.placement.results import PlacementResult
 from orders.placement.submission import submit
+from orders.risk import order_risk_check
 from orders.services import order_create
 
 
@@ -57,6 +58,8 @@ def accept(
         .exists()
     ):
         raise PositionClosing(contract_id=payload.contract_id)
+    # Pre-trade risk (issue 15): limits and the trading state, decided under this lock.
+    order_risk_check(account=locked, payload=payload, now=now)
     waiting = Order.objects.filter(account=locked, status=OrderStatus.CREATED).count()
     if waiting >= config.concurrency_control.max_queue_depth_per_account:
         metrics.placement_queue_rejections_total.inc()

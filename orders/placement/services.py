@@ -25,11 +25,12 @@ from django.utils import timezone
 from accounts.models import Account
 from common import metrics
 from orders import idempotency
-from orders.exceptions import IdempotencyKeyReused
+from orders.exceptions import IdempotencyKeyReused, RiskRefusal
 from orders.models import IdempotencyRecord, TransitionTrigger
 from orders.placement.queue import accept, send_in_turn
 from orders.placement.replay import previous_outcome, remember
 from orders.placement.results import PlacementResult, Renderer, minimal_body
+from orders.risk import order_refused
 from orders.validation import order_validate_prices
 
 
@@ -66,6 +67,19 @@ def order_place(
         if previous is not None:
             return previous
         raise IdempotencyKeyReused(key) from None
+    except RiskRefusal as refusal:
+        # Pre-trade risk (issue 15): a final refusal is stored as the key's outcome.
+        order_refused(
+            account=account,
+            payload=payload,
+            key=key,
+            fingerprint=fingerprint,
+            actor=actor,
+            now=now,
+            refusal=refusal,
+            trigger=trigger,
+        )
+        raise
 
     result = send_in_turn(order, actor=actor, trigger=trigger)
     if result.deferred is not None:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serving import ServedSystem, served_system
+from tests.serving import ROOT, ServedSystem, served_system
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "desk"
 MNQ = "CON.F.US.MNQ.Z26"
@@ -74,11 +74,17 @@ def api_orders(api: httpx.Client) -> list[dict]:
 
 @pytest.mark.timeout(240)
 def test_the_ticket_places_once_per_submission_and_the_chart_shows_the_fill(
-    tmp_path: Path, chromium_path: str
+    tmp_path: Path, chromium_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from playwright.sync_api import expect
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # The shipped configuration with one risk limit: no order above 3 contracts.
+    config = (ROOT / "config" / "order_management.yaml").read_text()
+    assert "    maxOrderSize: null" in config
+    limited = tmp_path / "order_management.yaml"
+    limited.write_text(config.replace("    maxOrderSize: null", "    maxOrderSize: 3", 1))
+    monkeypatch.setenv("ORDERMGMT_CONFIG", str(limited))
     with served_system(tmp_path) as system, desk_page(system, chromium_path) as page:
         api = httpx.Client(
             base_url=system.url, timeout=30, headers={"Authorization": f"Token {system.bot_token}"}
@@ -168,6 +174,17 @@ def test_the_ticket_places_once_per_submission_and_the_chart_shows_the_fill(
         page.screenshot(path=SCREENSHOTS / "14-validation-refusal.png")
         # should have placed nothing for the refused tickets
         assert len(api_orders(api)) == before
+
+        # 4. A risk refusal, in words, next to the field it is about (the size).
+        fill_ticket(page, type="market", size="5", limit_price="")
+        place.click()
+        expect(result).to_contain_text("Not placed")
+        expect(page.locator("#ticket-error-size")).to_contain_text("maxOrderSize")
+        expect(page.get_by_label("Size", exact=True)).to_have_attribute("aria-invalid", "true")
+        page.screenshot(path=SCREENSHOTS / "15-risk-refusal.png")
+        refused = [o for o in api_orders(api) if o["size"] == 5]
+        # should have sent nothing to the broker (the refusal is kept as a rejected order)
+        assert [(o["status"], o["broker_order_id"]) for o in refused] == [("rejected", None)]
 
 
 @pytest.mark.timeout(240)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from accounts.models import Account, Position
+from accounts.models import Account, Position, RealizedPnl
 from fills.listener import Event, _apply_one_by_one, apply_events
 from fills.models import Fill
 from orders.models import Order, OrderTransition
@@ -168,7 +168,18 @@ def rows() -> dict[str, Any]:
         (p.contract_id, p.type, p.size, p.last_server_ts) for p in Position.objects.all()
     )
     audited = all(o.transitions.count() == o.version - 1 for o in Order.objects.all())
-    return {"orders": orders, "fills": fills, "positions": positions, "audited": audited}
+    # The day's realized P&L the daily loss limit reads (issue 15), kept as fills are stored.
+    realized = sorted(
+        (r.contract_id, r.trading_day, r.profit_and_loss, r.fees, r.trades)
+        for r in RealizedPnl.objects.all()
+    )
+    return {
+        "orders": orders,
+        "fills": fills,
+        "positions": positions,
+        "audited": audited,
+        "realized": realized,
+    }
 
 
 @given(stream=event_streams(), batch_size=st.integers(1, 40))

@@ -80,6 +80,33 @@ CASES: list[tuple[str, dict[str, str], int, list[dict[str, str]]]] = [
     ("ListenerDisconnectedOrStalled", _listener(1, 300), 5, [{}]),
     ("ListenerDisconnectedOrStalled", _listener(1, 10), 5, []),
     (
+        "AccountHalted",
+        {
+            'order_account_trading_state{account="1001",state="halted"}': "1x10",
+            'order_account_trading_state{account="1002",state="halted"}': "0x10",
+        },
+        5,
+        [{"account": "1001"}],
+    ),
+    (
+        "AccountHalted",
+        {'order_account_trading_state{account="1001",state="halted"}': "0x10"},
+        5,
+        [],
+    ),
+    (
+        "DailyLossLimitReached",
+        {'order_account_daily_loss_limit_reached{account="1001"}': "0 1x10"},
+        5,
+        [{"account": "1001"}],
+    ),
+    (
+        "DailyLossLimitReached",
+        {'order_account_daily_loss_limit_reached{account="1001"}': "0x10"},
+        5,
+        [],
+    ),
+    (
         "OrderManagementDown",
         {'up{job="ordermgmt",instance="web-1"}': "0x10"},
         5,

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,6 +109,10 @@ def test_start_up_stops_on_a_bad_config_file(tmp_path: Path) -> None:
         ({"ALLOWED_HOSTS": "a,,b"}, "ALLOWED_HOSTS"),
         ({"ORDERMGMT_CONFIG": "/nonexistent/file.yaml"}, "ORDERMGMT_CONFIG"),
         ({"PROJECTX_API_URL": "https://api.example.invalid"}, "PROJECTX_USER_HUB_URL"),
+        (
+            {"PROJECTX_MARKET_HUB_URL": "ftp://rtc.example.invalid/hubs/market"},
+            "PROJECTX_MARKET_HUB_URL",
+        ),
         ({"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/x"}, "DJANGO_SECRET_KEY"),
     ],
 )
@@ -122,3 +127,16 @@ def test_the_embedded_default_starts_with_nothing_set() -> None:
     result = run_check()
     # should start on SQLite with no environment at all
     assert result.returncode == 0, result.stderr
+
+
+def test_the_market_hub_url_reaches_the_gateway_config(settings: Any) -> None:
+    from accounts.gateway import gateway_config_from_settings
+
+    settings.PROJECTX_USE_SIMULATOR = False
+    settings.PROJECTX_API_URL = "https://api.example.invalid"
+    settings.PROJECTX_USER_HUB_URL = "https://rtc.example.invalid/hubs/user"
+    settings.PROJECTX_MARKET_HUB_URL = "https://market.example.invalid/hubs/market"
+    # should carry the market hub's own URL, not a guess from the user hub's
+    assert gateway_config_from_settings().market_hub_url == (
+        "https://market.example.invalid/hubs/market"
+    )

@@ -279,7 +279,7 @@
     const badge = box.querySelector('[data-field="trading_state"]');
     badge.dataset.state = row.trading_state || "";
     badge.textContent = row.trading_state ? (STATE_WORDS[row.trading_state] || row.trading_state) : "–";
-    badge.title = row.trading_state ? `Trading state: ${badge.textContent}` : "Trading state not known";
+    badge.title = row.trading_state ? `Trading state: ${badge.textContent}${row.trading_state_reason ? " (" + row.trading_state_reason + ")" : ""}` : "Trading state not known";
     for (const name of ["realized_pnl_today", "unrealized_pnl"]) {
       const cell = box.querySelector(`[data-field="${name}"]`);
       cell.textContent = row[name] ?? "–";
@@ -352,8 +352,10 @@
     button.disabled = false;
     if (status === 200) {
       if (data.account) applyAccount(data.account);
-      setResult(result, `Flatten ${data.status}: cancelled ${data.cancelled.length} orders, closed ${data.closed.length} positions` +
-        (data.detail ? ` (${data.detail})` : ""), data.status !== "flat");
+      else applyAccount({ ...(accounts.get(account) || { id: account }), trading_state: "halted" });
+      const done = `cancelled ${data.cancelled.length} orders, closed ${data.closed.length} positions`;
+      setResult(result, data.status === "flat" ? `Account flat and halted: ${done}.`
+        : `Flatten pending (the broker has not confirmed yet; press again): ${done}.`, data.status !== "flat");
     } else setResult(result, `Flatten failed: ${errorText(data, status)}`, true);
     pollHealth();
   }
@@ -523,6 +525,8 @@
       chart.show(data.row.contract_id);
     } else if (status === 202) {
       ticketResult(`Sent; the broker's answer is not known yet (order ${shortId(data.row.id)} ${data.row.status}). It is being verified.`, "");
+    } else if (data.error) {
+      showTicketErrors(data);  // a refusal (validation, risk), or one replayed for this key
     } else if (data.row && data.row.status === "rejected") {
       ticketResult(`Rejected by the broker: ${data.row.status_reason || "no reason given"}`, "refused");
     } else {

@@ -1,5 +1,6 @@
 """Report orders stuck in a state past its threshold, and position closes whose process died
-(their lease expired); with --verify, hand the orders on and take the closes over.
+and flattens (the kill switch) whose process died (their lease expired); with --verify, hand the
+orders on and take the closes and flattens over.
 
 The rules are in orders/stuck.py. Safe from cron at any frequency: every order is re-read
 before it is acted on, a close is claimed with a conditional UPDATE, and one failure does not
@@ -14,6 +15,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from orders.flatten import stuck_flattens_sweep
 from orders.stuck import (
     Handled,
     HandledClose,
@@ -93,14 +95,22 @@ class Command(BaseCommand):
             len(stuck_closes_find(now=timezone.now())) if options["verify"] else len(closes)
         )
         self.stdout.write(f"found {len(closes)} close(s) with an expired lease; {closes_left} left")
+        # Kill-switch runs whose process died (issue 15), like the closes above.
+        flatten_lines, flattens_left = stuck_flattens_sweep(verify=options["verify"])
+        for line in flatten_lines:
+            self.stdout.write(line)
         remaining = {state: n for state, n in report.remaining.items() if n}
-        if options["fail_on_stuck"] and (remaining or closes_left):
+        if options["fail_on_stuck"] and (remaining or closes_left or flattens_left):
             # On stderr too: cron mails what a job prints there.
             if remaining:
                 listed = ", ".join(f"{state} {n}" for state, n in remaining.items())
                 self.stderr.write(f"{sum(remaining.values())} order(s) still stuck: {listed}")
             if closes_left:
                 self.stderr.write(f"{closes_left} close(s) still in progress with an expired lease")
+            if flattens_left:
+                self.stderr.write(
+                    f"{flattens_left} flatten(s) still in progress with an expired lease"
+                )
             raise SystemExit(2)
 
     def _describe_close(self, stuck: StuckClose) -> str:
