@@ -410,3 +410,49 @@ async def test_the_health_strip_is_pushed_to_every_socket_with_its_own_accounts(
     assert {light["name"]: light for light in theirs_strip["lights"]}["stuck"]["level"] == "red"
     for communicator in [*desks, other]:
         await communicator.disconnect()
+
+
+# --- Risk and the kill switch from the desk (issue 15's services) -------------------------------
+
+
+def test_a_risk_refusal_is_said_in_words_and_replayed_for_its_key(trader, sim, tune) -> None:
+    tune("risk", max_order_size=1)
+    body = {**TICKET, "idempotency_key": "too-big"}
+    refused = post(trader, "/desk/ticket/", body)
+    error = refused.json()["error"]
+    # should refuse before the broker, naming the limit, its value and what was asked
+    assert refused.status_code == 422, error
+    assert error["code"] == "risk_limit"
+    assert error["fields"] == {"limit": "maxOrderSize", "value": 1, "requested": 2}
+    assert "maxOrderSize" in error["message"]
+    again = post(trader, "/desk/ticket/", body)
+    # should answer a resend of the submission the same, with the rejected order it stored
+    assert again.status_code == 422
+    assert again.json()["error"] == error and again.json()["replayed"] is True
+    assert again.json()["row"]["status"] == "rejected"
+    assert sim.broker.orders(DEMO_ACCOUNT) == []
+
+
+def test_flatten_answers_with_the_halted_account_header(trader, sim, listener) -> None:
+    listener()
+    placed = post(
+        trader,
+        "/desk/ticket/",
+        {**TICKET, "type": "market", "limit_price": "", "size": 1, "idempotency_key": "pos"},
+    )
+    assert placed.status_code == 201, placed.json()
+    post(trader, "/desk/ticket/", {**TICKET, "idempotency_key": "resting"})
+    response = post(trader, f"/desk/accounts/{DEMO_ACCOUNT}/flatten/", {})
+    body = response.json()
+    assert response.status_code == 200, body
+    # should say how it ended, with the account's header as it is now: halted
+    assert body["status"] == "flat"
+    assert len(body["cancelled"]) == 1 and len(body["closed"]) == 1
+    assert body["account"]["id"] == DEMO_ACCOUNT
+    assert body["account"]["trading_state"] == "halted"
+    strip = trader.get("/desk/health/").json()
+    assert strip["accounts"][0]["trading_state"] == "halted"
+    # and the next ticket is refused while halted, in words
+    halted = post(trader, "/desk/ticket/", {**TICKET, "idempotency_key": "after"})
+    assert halted.status_code == 409
+    assert halted.json()["error"]["code"] == "account_halted"
