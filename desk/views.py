@@ -215,7 +215,8 @@ def account_cancel_all_view(request: HttpRequest, account_id: int) -> JsonRespon
 @login_required
 @require_GET
 def health_view(request: HttpRequest) -> JsonResponse:
-    """The health strip and the account header; the page polls it every few seconds."""
+    """The health strip and the account header: the page's first look, and what it asks for
+    while its socket is down (otherwise the server pushes it, desk/health_push.py)."""
     return JsonResponse(desk_health(request.user))
 
 

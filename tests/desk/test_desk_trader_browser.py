@@ -301,6 +301,37 @@ def test_the_desk_and_the_admins_order_list_fit_a_1400_px_screen(
         expect(row.locator("td.id")).to_have_text(resting[:8])
         page.screenshot(path=SCREENSHOTS / "40-desk-bracket-group-fits-1400.png", full_page=True)
 
+        # Keyboard and screen readers: every control has a name, and the ticket is walked by Tab.
+        unnamed = page.evaluate(
+            """() => [...document.querySelectorAll('button, select, input:not([type=hidden])')]
+                .filter(el => el.offsetParent !== null || el.closest('dialog'))
+                .filter(el => {
+                    const named = (el.getAttribute('aria-label') || '').trim()
+                        || (el.labels && [...el.labels].some(l => l.textContent.trim()))
+                        || (el.tagName === 'BUTTON' && el.textContent.trim());
+                    return !named;
+                })
+                .map(el => el.outerHTML.slice(0, 80))"""
+        )
+        assert unnamed == [], unnamed
+        for name in (
+            "Account",
+            "Contract",
+            "Side",
+            "Type",
+            "Size",
+            "Limit price",
+            "Stop price",
+            "Stop loss (ticks)",
+            "Take profit (ticks)",
+        ):
+            expect(page.locator("#ticket").get_by_label(name, exact=True)).to_have_count(1)
+        page.locator("#ticket").get_by_label("Account", exact=True).focus()
+        for _ in range(9):
+            page.keyboard.press("Tab")
+        # should reach Place order from the first field in field order
+        expect(page.get_by_role("button", name="Place order", exact=True)).to_be_focused()
+
         admin = page.context.new_page()
         admin.goto(f"{system.url}/admin/orders/order/")
         table = admin.locator("#result_list")
