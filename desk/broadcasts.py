@@ -21,7 +21,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from accounts.models import Position
+from accounts.models import Account, Position
 from desk.selectors import (
     account_rows,
     contract_followers,
@@ -83,7 +83,8 @@ def broadcast_position(position: Position) -> None:
             {
                 "type": "position",
                 "row": position_row(position),
-                "account": account_rows([position.account])[0],
+                # Read afresh: the listener's copy of the account may predate a halt.
+                "account": account_rows([Account.objects.get(pk=position.account_id)])[0],
             },
         ),
     )
