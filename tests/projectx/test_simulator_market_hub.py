@@ -211,9 +211,11 @@ def test_a_loop_walk_is_bounded_by_the_quote_rate() -> None:
                 await next_event(client, "GatewayQuote")
                 arrivals.append(loop.time())
             simulator.market.stop_walk()
-            # Should: the walk steps every 10 ms, yet quotes come at most 10 a second.
-            gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-            assert all(gap >= 0.1 - 0.02 for gap in gaps), gaps
+            # Should: the walk steps every 10 ms, yet quotes come at most 10 a second: five
+            # gaps span at least about half a second (uncoalesced they would span 50 ms). The
+            # span, not each gap: one late arrival shortens the gap after it, whatever was sent.
+            span = arrivals[-1] - arrivals[0]
+            assert span >= 5 * 0.1 - 0.1, [b - a for a, b in itertools.pairwise(arrivals)]
 
     with running_simulator(walk_interval=0.01, max_quotes_per_second=10) as simulator:
         run(lambda: scenario(simulator))
