@@ -122,8 +122,9 @@ class Command(BaseCommand):
                 log_level="info",
                 lifespan="off",
                 # The desk's frames are small JSON sent to every open desk: compressing each one
-                # per socket cost more than it saved (bench/desk_latency.py, 200 desks: fill ->
-                # websocket p99 about 310 ms with permessage-deflate, 72 ms without).
+                # once per socket cost more than it saved (bench/desk_latency.py, 200 desks:
+                # fill -> websocket p99 about 310 ms with permessage-deflate, 70-210 ms without
+                # on a shared two-core machine).
                 ws_per_message_deflate=False,
             )
         )
