@@ -25,8 +25,10 @@ from django.core.exceptions import ImproperlyConfigured
 from accounts.broker_session import SharedSessionClient
 from projectx.client import ProjectXClient, on_request_written
 from projectx.config import GatewayConfig
+from projectx.enums import AggregateBarUnit
 from projectx.errors import GatewayTimeout
 from projectx.models import Account as WireAccount
+from projectx.models import Bar as WireBar
 from projectx.models import Contract as WireContract
 from projectx.models import Order as WireOrder
 from projectx.models import Position as WirePosition
@@ -98,6 +100,32 @@ class BrokerGateway:
 
     def get_contract(self, contract_id: str, *, budget: float | None = None) -> WireContract:
         return self._run(self._client.get_contract(contract_id), budget, "Contract/searchById")
+
+    def retrieve_bars(
+        self,
+        *,
+        contract_id: str,
+        start: datetime,
+        end: datetime,
+        unit: AggregateBarUnit,
+        unit_number: int,
+        limit: int,
+        include_partial_bar: bool = False,
+        budget: float | None = None,
+    ) -> list[WireBar]:
+        return self._run(
+            self._client.retrieve_bars(
+                contract_id=contract_id,
+                start=start,
+                end=end,
+                unit=unit,
+                unit_number=unit_number,
+                limit=limit,
+                include_partial_bar=include_partial_bar,
+            ),
+            budget,
+            "History/retrieveBars",
+        )
 
     def place_order(self, **kwargs: Any) -> int:
         return self._run(self._client.place_order(**kwargs), None, "Order/place")

@@ -13,6 +13,7 @@ than the one it shows, so a late, repeated or reordered message never leaves a w
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +21,14 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from accounts.models import Position
-from desk.selectors import order_row, position_marks_rows, position_row
+from accounts.models import Account, Position
+from desk.selectors import (
+    account_rows,
+    contract_followers,
+    order_row,
+    position_marks_rows,
+    position_row,
+)
 from orders.models import Order
 
 logger = logging.getLogger(__name__)
@@ -31,12 +38,24 @@ def account_group(broker_account_id: int) -> str:
     return f"account.{broker_account_id}"
 
 
+def _framed(layer_type: str, page: dict[str, Any]) -> dict[str, Any]:
+    """The group message: the page's message as its fields, and as the text frame itself.
+
+    Serialised once here rather than once per socket in the consumers: a fill reaches every
+    open desk of the account, and at 200 desks the per-socket `json.dumps` was a measurable
+    share of the fill -> websocket time (bench/desk_latency.py)."""
+    return {**page, "type": layer_type, "text": json.dumps(page, separators=(",", ":"))}
+
+
 def _send(broker_account_id: int, message: Callable[[], dict[str, Any]]) -> None:
-    """Send to the account's group; the message is built only when someone can receive it."""
+    _send_to(account_group(broker_account_id), message)
+
+
+def _send_to(group: str, message: Callable[[], dict[str, Any]]) -> None:
+    """Send to the group; the message is built only when someone can receive it."""
     layer = get_channel_layer()
     if layer is None:
         return
-    group = account_group(broker_account_id)
     if isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(group):
         # An in-process layer reaches only this process's sockets: with none open on the
         # account (always, in a listener process of its own), there is nobody to tell.
@@ -44,40 +63,55 @@ def _send(broker_account_id: int, message: Callable[[], dict[str, Any]]) -> None
     try:
         async_to_sync(layer.group_send)(group, message())
     except Exception:  # a dead layer must never fail the write that has already committed
-        logger.warning("desk broadcast to account %s failed", broker_account_id, exc_info=True)
+        logger.warning("desk broadcast to %s failed", group, exc_info=True)
 
 
 def broadcast_order(order: Order) -> None:
     _send(
         order.account.broker_account_id,
-        lambda: {"type": "order.updated", "row": order_row(order)},
+        lambda: _framed("order.updated", {"type": "order", "row": order_row(order)}),
     )
 
 
 def broadcast_position(position: Position) -> None:
+    """The position's row with its account's header (the P&L moves with the position): one
+    frame, not two, per position change on every open desk of the account."""
     _send(
         position.account.broker_account_id,
-        lambda: {"type": "position.updated", "row": position_row(position)},
+        lambda: _framed(
+            "position.updated",
+            {
+                "type": "position",
+                "row": position_row(position),
+                # Read afresh: the listener's copy of the account may predate a halt.
+                "account": account_rows([Account.objects.get(pk=position.account_id)])[0],
+            },
+        ),
     )
 
 
-def broadcast_marks(contract_ids: set[str]) -> None:
-    """The new price cells of the positions in these contracts, to each account's group.
-    `prices_changed` comes at most once per market-data publish interval, which is what keeps
-    this to a few messages a second per account however fast the market ticks."""
+def broadcast_marks(prices: dict[str, Any]) -> None:
+    """The new price cells of the positions in these contracts, and the contracts' last prices
+    (the chart's newest candle), to each account's group that holds a position or a working
+    order in them: the contracts the market-data task follows at all. One frame per account
+    per publish: `prices_changed` comes at most once per market-data publish interval, which
+    keeps this to a few messages a second per account however fast the market ticks."""
     layer = get_channel_layer()
     if layer is None or (isinstance(layer, InMemoryChannelLayer) and not layer.groups):
         return  # nobody in this process to tell: skip the query
-    for broker_account_id, rows in position_marks_rows(contract_ids).items():
-        _send(broker_account_id, functools.partial(_marks_message, rows))
+    rows = position_marks_rows(set(prices))
+    for broker_account_id, contracts in contract_followers(set(prices)).items():
+        quoted = {c: format(prices[c].normalize(), "f") for c in sorted(contracts)}
+        message = functools.partial(_marks_message, rows.get(broker_account_id, []), quoted)
+        _send(broker_account_id, message)
 
 
-def _marks_message(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "marks.updated", "rows": rows}
+def _marks_message(rows: list[dict[str, Any]], prices: dict[str, str]) -> dict[str, Any]:
+    return _framed("marks.updated", {"type": "marks", "rows": rows, "prices": prices})
 
 
 def on_prices_changed(sender: Any, prices: dict[str, Any], **kwargs: Any) -> None:
-    broadcast_marks(set(prices))
+    broadcast_marks(prices)
 
 
 def on_order_changed(sender: Any, order: Order, **kwargs: Any) -> None:

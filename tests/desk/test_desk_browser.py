@@ -79,6 +79,11 @@ def test_an_order_moves_live_on_the_desk_and_cancels_from_its_button(
             other_row = page.locator(f'tr[data-order-id="{other["id"]}"]')
             expect(other_row).to_have_attribute("data-status", "open")
             other_row.locator("button.cancel").click()
+            dialog = page.locator("dialog#confirm")
+            # should ask first, naming the order it will cancel
+            expect(dialog).to_be_visible()
+            expect(dialog).to_contain_text(f"order {other['id'][:8]}")
+            dialog.get_by_role("button", name="Cancel the order").click()
             # should cancel through the button and show the broker's confirmation
             expect(other_row).to_have_attribute("data-status", "cancelled")
             page.screenshot(path=SCREENSHOTS / "4-cancelled.png")

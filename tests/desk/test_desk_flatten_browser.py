@@ -1,5 +1,7 @@
 """The desk's "Flatten account" button in a real browser against `manage.py serve`: it asks
-for confirmation, flattens the account through the kill switch, and says how it ended."""
+for confirmation in a dialog naming what will happen, flattens the account with a working order
+and a position through the kill switch, and the account row says it is flat and halted; the
+ticket is then refused in words. Screenshots go to test-output/desk/."""
 
 from __future__ import annotations
 
@@ -39,32 +41,55 @@ def test_the_flatten_button_confirms_then_flattens_the_account(
             page.fill("#id_password", system.password)
             page.click("input[type=submit]")
             page.wait_for_url("**/desk/")
-            button = page.locator(f'button.flatten[data-account="{account}"]')
-            expect(button).to_have_text("Flatten account")
+            page.evaluate("window.__sameDocument = true")
+            header = page.get_by_role("group", name=f"Account PRAC-V2-{account} ({account})")
+            button = header.get_by_role("button", name="Flatten account")
+            expect(button).to_have_attribute("data-account", str(account))
+            expect(header.locator('[data-field="trading_state"]')).to_have_text("active")
+            expect(header.locator('[data-field="working_orders"]')).to_have_text("1")
 
-            dialogs: list[str] = []
-
-            def dismiss(dialog) -> None:
-                dialogs.append(dialog.message)
-                dialog.dismiss()
-
-            page.once("dialog", dismiss)
             button.click()
-            # should ask first, and do nothing when the person says no
-            expect(page.locator("#toast")).to_be_hidden()
-            assert dialogs and "cancels every working order" in dialogs[0]
+            dialog = page.locator("dialog#confirm")
+            # should ask first in a dialog naming what will happen: the halt, the order it
+            # cancels, the position it closes
+            expect(dialog).to_be_visible()
+            expect(dialog).to_contain_text("cancels every working order")
+            expect(dialog).to_contain_text(resting["id"][:8])
+            expect(dialog).to_contain_text("Close long 1 MNQ.Z26 at market")
+            page.screenshot(path=SCREENSHOTS / "50-flatten-confirm.png")
+            dialog.get_by_role("button", name="Go back").click()
+            # should do nothing when the person goes back
+            expect(dialog).to_be_hidden()
             assert api.get(f"/api/v1/orders/{resting['id']}/").json()["status"] == "open"
 
-            page.once("dialog", lambda dialog: dialog.accept())
             button.click()
-            # should flatten and say so
-            expect(page.locator("#toast")).to_contain_text("Account flat", timeout=30_000)
-            expect(page.locator("#toast")).to_contain_text("closed 1 positions")
-            page.screenshot(path=SCREENSHOTS / "5-flattened.png")
+            dialog.get_by_role("button", name="Flatten account now").click()
+            result = header.locator('[data-field="result"]')
+            # should flatten, and say so in the account's row, with the halted badge
+            expect(result).to_contain_text("Account flat and halted", timeout=30_000)
+            expect(result).to_contain_text("cancelled 1 orders, closed 1 positions")
+            expect(header.locator('[data-field="trading_state"]')).to_have_text("halted")
+            expect(page.locator(f'tr[data-order-id="{resting["id"]}"]')).to_have_attribute(
+                "data-status", "cancelled"
+            )
+            expect(page.locator("#positions tbody tr")).to_have_count(0)
+            expect(header.locator('[data-field="working_orders"]')).to_have_text("0")
+            page.screenshot(path=SCREENSHOTS / "51-flattened-halted.png")
+
+            # a halted account refuses the ticket, said next to the button in words
+            ticket = page.locator("#ticket")
+            ticket.get_by_label("Contract", exact=True).fill(DESK_ORDER["contract_id"])
+            ticket.get_by_label("Type", exact=True).select_option("market")
+            page.get_by_role("button", name="Place order").click()
+            expect(page.locator("#ticket-result")).to_contain_text("Not placed")
+            expect(page.locator("#ticket-result")).to_contain_text("halted")
+            page.screenshot(path=SCREENSHOTS / "52-halted-refusal.png")
+
             (listed,) = [a for a in api.get("/api/v1/accounts/").json() if a["id"] == account]
             assert listed["trading_state"] == "halted"
             assert [
                 p for p in api.get("/api/v1/positions/").json() if p["account"] == account
             ] == []
+            assert page.evaluate("window.__sameDocument") is True
         finally:
             browser.close()

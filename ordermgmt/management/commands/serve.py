@@ -121,6 +121,11 @@ class Command(BaseCommand):
                 port=options["port"],
                 log_level="info",
                 lifespan="off",
+                # The desk's frames are small JSON sent to every open desk: compressing each one
+                # once per socket cost more than it saved (bench/desk_latency.py, 200 desks:
+                # fill -> websocket p99 about 310 ms with permessage-deflate, 70-210 ms without
+                # on a shared two-core machine).
+                ws_per_message_deflate=False,
             )
         )
         if not run_listener:
