@@ -38,7 +38,7 @@ from orders.amend import order_cancel
 from orders.exceptions import ErrorDescription, IfMatchRequired, describe_error, error_body
 from orders.flatten import account_flatten, flatten_status
 from orders.lifecycle import cancel_http_status
-from orders.models import TransitionTrigger
+from orders.models import Order, TransitionTrigger
 from orders.placement import order_place
 from orders.position_close import position_close
 from orders.selectors import orders_visible_to
@@ -184,8 +184,7 @@ def ticket_place_view(request: HttpRequest) -> JsonResponse:
         )
     except Exception as exc:
         return _refused(exc)
-    order = result.order
-    order.refresh_from_db()
+    order = Order.objects.get(pk=result.order_id)
     body: dict[str, Any] = {"row": order_row(order), "replayed": result.replayed}
     if result.body and "error" in result.body:
         body["error"] = result.body["error"]  # a replayed refusal (risk): said as the first time
