@@ -27,9 +27,21 @@ def _attach_orphans_on_broker_id(
         "broker_order_id" in (record.changed_fields or {}) for record in transitions or [transition]
     ):
         return
+    if order.broker_order_id is None:
+        return
+    from fills.models import Fill
     from fills.services import fills_attach_orphans
 
     try:
+        # Almost every order learns its broker id with no fill ahead of it: one indexed
+        # EXISTS in autocommit (fill_account_broker_order) instead of a locking transaction
+        # whose row lock costs a durable commit after every placement answer. A fill the
+        # listener commits after this look finds the order's broker id itself, as it would
+        # after the attaching transaction too; the sweep catches the rest.
+        if not Fill.objects.filter(
+            account_id=order.account_id, broker_order_id=order.broker_order_id, order__isnull=True
+        ).exists():
+            return
         fills_attach_orphans(order_id=order.pk)
     except Exception:
         logger.warning("attaching earlier fills to order %s failed", order.pk, exc_info=True)
