@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -11,6 +12,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.models import F, Q
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from accounts.gateway import get_gateway
@@ -44,14 +46,50 @@ from projectx.models import Position as WirePosition
 logger = logging.getLogger(__name__)
 
 CONTRACT_LOOKUP_BUDGET_SECONDS = 5.0
+# How long a process answers `contract_resolve(reuse=True)` from what it last read. Contracts
+# change rarely (a roll, a tick size corrected by the broker) and placement validation asked
+# for one on every order; a change made in this process is seen at once (see
+# contracts_forget), in the others within this time.
+CONTRACT_REUSE_SECONDS = 30.0
+
+_kept_contracts_lock = threading.Lock()
+_kept_contracts: dict[str, tuple[float, Contract]] = {}
 
 
-def contract_resolve(*, contract_id: str) -> Contract | None:
+def contracts_forget(**_: Any) -> None:
+    """A contract changed in this process: read contracts from the database again."""
+    with _kept_contracts_lock:
+        _kept_contracts.clear()
+
+
+post_save.connect(contracts_forget, sender=Contract, dispatch_uid="accounts.contracts.saved")
+post_delete.connect(contracts_forget, sender=Contract, dispatch_uid="accounts.contracts.deleted")
+
+
+def contract_resolve(*, contract_id: str, reuse: bool = False) -> Contract | None:
     """The contract, from our table or else from the broker (then stored); None if unknown.
+
+    With `reuse`, a contract this process read less than `CONTRACT_REUSE_SECONDS` ago is
+    answered without a query (for reading its tick size: the copy is shared, never change it).
+    Only known contracts are kept: an unknown one is asked again every time.
 
     A broker that cannot be reached raises its gateway error: "unknown contract" is only said
     when the broker said so.
     """
+    now = time.monotonic()
+    if reuse:
+        with _kept_contracts_lock:
+            kept = _kept_contracts.get(contract_id)
+        if kept is not None and now - kept[0] < CONTRACT_REUSE_SECONDS:
+            return kept[1]
+    contract = _contract_resolve(contract_id)
+    if contract is not None:
+        with _kept_contracts_lock:
+            _kept_contracts[contract_id] = (now, contract)
+    return contract
+
+
+def _contract_resolve(contract_id: str) -> Contract | None:
     contract = Contract.objects.filter(contract_id=contract_id).first()
     if contract is not None:
         return contract

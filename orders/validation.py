@@ -58,7 +58,7 @@ def order_validate_prices(*, payload: idempotency.OrderPayload) -> None:
     if errors:
         raise InvalidOrder(errors)
     try:
-        contract = contract_resolve(contract_id=payload.contract_id)
+        contract = contract_resolve(contract_id=payload.contract_id, reuse=True)
     except GatewayError as exc:
         raise BrokerUnavailable(f"cannot look up contract {payload.contract_id}: {exc}") from exc
     if contract is None:

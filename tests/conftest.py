@@ -36,6 +36,15 @@ def _require_marked_services(request: pytest.FixtureRequest) -> None:
         missing_service("Redis", "nothing answers on 127.0.0.1:6379")
 
 
+@pytest.fixture(autouse=True)
+def _forget_kept_contracts() -> None:
+    # A test's rows are rolled back or truncated without a signal; a contract kept in this
+    # process from an earlier test must not stand in for a row this test does not have.
+    from accounts.services import contracts_forget
+
+    contracts_forget()
+
+
 @pytest.fixture
 def redis_url() -> str:
     if not test_settings.REDIS_AVAILABLE:

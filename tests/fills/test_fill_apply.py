@@ -8,6 +8,8 @@ import random
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -160,6 +162,26 @@ def test_a_fill_before_its_order_is_known_is_attached_when_the_order_appears() -
     # should attach it once the order has its broker id, and count it
     assert Fill.objects.get(broker_trade_id=early.fill.broker_trade_id).order_id == order.pk
     assert (order.filled_size, order.status) == (1, "partially_filled")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_order_with_no_fill_ahead_is_not_locked_again_to_look_for_one() -> None:
+    account = make_account()
+    order = make_order(account=account, size=2)
+    order_transition(order_id=order.pk, to_state="submitting", trigger="api")
+    with CaptureQueriesContext(connection) as queries:
+        order_transition(
+            order_id=order.pk,
+            to_state="open",
+            trigger="broker-rest",
+            changes={"broker_order_id": next(_broker_ids)},
+        )
+    locks = [q["sql"] for q in queries if "FOR UPDATE" in q["sql"]]
+    # should lock the order once, for its own change: with no fill waiting for its broker id
+    # there is nothing to attach, and no second transaction after every placement answer
+    assert len(locks) == 1, locks
+    # should still have looked: a fill that came first is attached (the test above)
+    assert any('"fills_fill"' in q["sql"] for q in queries)
 
 
 @pytest.mark.django_db

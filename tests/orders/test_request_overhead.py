@@ -1,13 +1,20 @@
 """What every bot request pays before its view: the token's user and account kept briefly in
-the process, and the throttle's two counters (api/authentication.py, api/throttling.py)."""
+the process, and the throttle's two counters (api/authentication.py, api/throttling.py); and
+what validation pays: the order's contract kept briefly (accounts.services.contract_resolve)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
+from accounts import services as account_services
+from accounts.models import Contract
 from api.throttling import PerTokenRateThrottle
-from tests.helpers import place
+from tests.helpers import LIMIT_BUY, MNQ, place
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,3 +55,50 @@ class TestTheKeptToken:
         response = place(bot, key="after")
         assert response.status_code == 400, response.json()
         assert "account" in response.json()["error"]["fields"]
+
+
+class TestTheKeptContract:
+    def test_a_run_of_orders_reads_the_contract_once(self, bot, sim) -> None:
+        assert place(bot, key="first").status_code == 201
+        with CaptureQueriesContext(connection) as queries:
+            second = place(bot, key="second")
+
+        # should check the second order's prices against the contract read for the first
+        assert second.status_code == 201, second.json()
+        assert not [q["sql"] for q in queries if '"accounts_contract"' in q["sql"]]
+
+    def test_a_tick_size_changed_in_this_process_is_checked_at_once(self, bot, sim) -> None:
+        assert place(bot, key="before").status_code == 201
+        contract = Contract.objects.get(contract_id=MNQ)
+        contract.tick_size = Decimal("1")
+        contract.save()
+
+        # should refuse 20000.25 against the new tick size, not the kept one
+        response = place(bot, key="after")
+        assert response.status_code == 400, response.json()
+        assert "limit_price" in response.json()["error"]["fields"]
+
+    def test_a_change_made_elsewhere_is_seen_once_the_kept_copy_is_old(
+        self, bot, sim, monkeypatch
+    ) -> None:
+        assert place(bot, key="kept").status_code == 201
+        # as another process would change it: no signal reaches this one
+        Contract.objects.filter(contract_id=MNQ).update(tick_size=Decimal("1"))
+        # should still answer from the kept copy within its time
+        assert place(bot, key="within").status_code == 201
+        monkeypatch.setattr(account_services, "CONTRACT_REUSE_SECONDS", 0.0)
+
+        # should read the contract again once the kept copy is older than CONTRACT_REUSE_SECONDS
+        response = place(bot, key="after")
+        assert response.status_code == 400, response.json()
+        assert "limit_price" in response.json()["error"]["fields"]
+
+    def test_a_contract_unknown_at_first_is_asked_again(self, bot, sim) -> None:
+        order = {**LIMIT_BUY, "contract_id": "CON.F.US.NEW.Z26"}
+        refused = place(bot, order, key="unknown")
+        sim.add_contract("CON.F.US.NEW.Z26", "NEWZ6", Decimal("0.25"), Decimal("0.5"))
+
+        # should refuse a contract the broker does not know, and not keep that answer
+        assert refused.status_code == 400, refused.json()
+        assert "contract_id" in refused.json()["error"]["fields"]
+        assert place(bot, order, key="known").status_code == 201
