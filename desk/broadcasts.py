@@ -111,11 +111,11 @@ def _hand_over(
 
     `async_to_sync` blocked the database thread until the loop had run the group send: a fill's
     batch sends a position and an order message, and the second waited for the loop to write
-    the first to every socket (bench/desk_latency.py at 200 desks: 25 ms of the fill -> first
-    desk time, 130 ms when the loop was busy). Handed over like this, the commit's messages are
-    queued on the loop in the order they were sent (call_soon_threadsafe is FIFO, and the
-    delivery puts into the sockets' queues without awaiting), and every message carries its
-    row's version anyway."""
+    the first to every socket (bench/desk_latency.py at 200 desks: 25 ms at the median of the
+    fill -> first desk time, beside the apply's own 15-20 ms). Handed over like this, the
+    commit's messages are queued on the loop in the order they were sent (call_soon_threadsafe
+    is FIFO, and the delivery puts into the sockets' queues without awaiting), and every
+    message carries its row's version anyway."""
 
     def deliver() -> None:
         try:
