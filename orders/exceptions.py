@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.db import OperationalError
+from psycopg_pool import PoolTimeout
+
 if TYPE_CHECKING:
     from orders.models import Order
 
@@ -316,4 +319,14 @@ def describe_error(exc: Exception) -> ErrorDescription | None:
         return ErrorDescription("broker_rate_limited", 429, str(exc), retry_after=exc.retry_after)
     if isinstance(exc, GatewayError):
         return ErrorDescription(BrokerUnavailable.code, 503, str(exc), retry_after=1.0)
+    if isinstance(exc, OperationalError) and isinstance(exc.__cause__, PoolTimeout):
+        # Every pooled connection stayed busy past the pool's timeout: the request did not
+        # get to run. Not a bug to answer 500 for: retried with the same key, it replays or
+        # places once (an order it stored is swept: unsent, its key is freed).
+        return ErrorDescription(
+            "database_busy",
+            503,
+            "the database had no free connection for this request; retry it with the same key",
+            retry_after=1.0,
+        )
     return None

@@ -123,3 +123,28 @@ def test_pages_outside_the_api_keep_djangos_html_404(staff_client: Client, path:
     # should answer the site's usual HTML page, not the API's JSON
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+
+
+def test_no_free_database_connection_is_a_503_to_retry_not_a_500(bot) -> None:
+    from django.db import connection
+
+    # Every pooled connection busy (here: taken by this test) for longer than the pool waits.
+    connection.ensure_connection()
+    pool = connection.pool
+    assert pool is not None, "the PostgreSQL settings use a connection pool"
+    connection.close()  # back to the pool: the request below must take one of its own
+    taken = []
+    waited, pool.timeout = pool.timeout, 0.2
+    try:
+        while len(taken) < pool.max_size:
+            taken.append(pool.getconn())
+        client = APIClient(raise_request_exception=False)
+        client.credentials(HTTP_AUTHORIZATION=bot.auth_headers["Authorization"])
+        response = client.get("/api/v1/orders/")
+    finally:
+        for held in taken:
+            pool.putconn(held)
+        pool.timeout = waited
+    # should answer in the shape, with a code a bot can act on and when to retry
+    assert_error(response, 503, "database_busy")
+    assert response["Retry-After"] == "1"
