@@ -1,11 +1,11 @@
 """Long-running asyncio tasks that are restarted, never lost: `TaskSupervisor`.
 
-The rules are the listener's (fills/listener.py keeps its own copy, with its metric): a task
-loops until cancelled; when it raises (or, against its contract, returns) the failure is logged
-with its traceback, `on_failure` runs (to reset a database connection, count a metric), and the
-task starts again after a jittered exponential backoff (0.5 s doubling, capped at 10 s). A task
-calls `succeeded(name)` after each unit of work that went well: that resets its backoff and ends
-its "failing" state.
+Used by the user-hub listener (fills/listener.py, which counts restarts in its metric) and the
+market-data feed (marketdata/feed.py). A task loops until cancelled; when it raises (or,
+against its contract, returns) the failure is logged with its traceback, `on_failure` runs (to
+reset a database connection), and the task starts again after a jittered exponential backoff
+(0.5 s doubling, capped at 10 s). A task calls `succeeded(name)` after each unit of work that
+went well: that resets its backoff and ends its "failing" state.
 """
 
 from __future__ import annotations
@@ -30,21 +30,29 @@ def restart_delay(failures: int) -> float:
 
 
 class TaskSupervisor:
+    """Keeps a set of named long-running tasks running until `stop()`.
+
+    `owner` names the supervisor in its logs and its tasks' names; `on_restart(task)` is told of
+    every failure (a metric), `on_failure(task, error)` runs after it (to reset connections).
+    """
+
     def __init__(
         self,
         owner: str,
         *,
         on_failure: Callable[[str, BaseException], Awaitable[None]] | None = None,
+        on_restart: Callable[[str], None] | None = None,
     ) -> None:
         self.owner = owner
         self._on_failure = on_failure
+        self._on_restart = on_restart
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._failures: Counter[str] = Counter()
         self.restarts: Counter[str] = Counter()
 
     def start(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         self._tasks[name] = asyncio.create_task(
-            self._keep_running(name, work), name=f"{self.owner}-{name}"
+            self._keep_running(name, work), name=f"{self.owner.replace(' ', '-')}-{name}"
         )
 
     def succeeded(self, name: str) -> None:
@@ -74,6 +82,8 @@ class TaskSupervisor:
                 self._failures[name] += 1
                 self.restarts[name] += 1
                 delay = restart_delay(self._failures[name])
+                if self._on_restart is not None:
+                    self._on_restart(name)
                 logger.exception(
                     "%s: task %s failed (%d in a row); restarting in %.1f s",
                     self.owner,

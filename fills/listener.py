@@ -42,7 +42,6 @@ import contextlib
 import functools
 import logging
 import os
-import random
 import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -62,6 +61,7 @@ from accounts import services as account_services
 from accounts.broker_session import SharedSessionClient
 from accounts.models import Account
 from common import metrics
+from common.supervision import TaskSupervisor
 from common.transactions import applied_whole
 from fills import services
 from fills.models import ListenerHeartbeat
@@ -430,84 +430,17 @@ class Leadership:
 
 # --- Supervision -----------------------------------------------------------------------------
 
-TASK_BACKOFF_INITIAL = 0.5  # seconds before the first restart of a failed task
-TASK_BACKOFF_MAX = 10.0  # the cap: a database back from an outage is used within this
+
+def _count_restart(task: str) -> None:
+    metrics.listener_task_restarts_total.labels(task=task).inc()
 
 
-def restart_delay(failures: int) -> float:
-    """Jittered exponential backoff after `failures` failures in a row (1 for the first)."""
-    backoff = min(TASK_BACKOFF_MAX, TASK_BACKOFF_INITIAL * 2 ** max(failures - 1, 0))
-    return backoff * random.uniform(0.5, 1.0)
-
-
-class TaskSupervisor:
-    """Keeps a set of named long-running tasks running until `stop()`.
-
-    A task is a coroutine function that loops forever. When it raises (or, against its
-    contract, returns), the failure is logged with its traceback and counted in
-    `listener_task_restarts_total{task}`, `on_failure` runs (e.g. to reset connections), and
-    the task starts again after `restart_delay`. A task calls `succeeded(name)` after each unit
-    of work that went well: that ends its "failing" state and resets its backoff.
-    """
-
-    def __init__(
-        self,
-        owner: str,
-        *,
-        on_failure: Callable[[str, BaseException], Awaitable[None]] | None = None,
-    ) -> None:
-        self.owner = owner
-        self._on_failure = on_failure
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._failures: Counter[str] = Counter()
-
-    def start(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
-        self._tasks[name] = asyncio.create_task(
-            self._keep_running(name, work), name=f"listener-{name}"
-        )
-
-    def succeeded(self, name: str) -> None:
-        self._failures.pop(name, None)
-
-    @property
-    def failing(self) -> list[str]:
-        """Tasks that failed and have not completed a unit of work since."""
-        return sorted(self._failures)
-
-    async def stop(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        for task in self._tasks.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-
-    async def _keep_running(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            try:
-                await work()
-                raise RuntimeError(f"task {name} returned; it should run until cancelled")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._failures[name] += 1
-                delay = restart_delay(self._failures[name])
-                metrics.listener_task_restarts_total.labels(task=name).inc()
-                logger.exception(
-                    "listener %s: task %s failed (%d in a row); restarting in %.1f s",
-                    self.owner,
-                    name,
-                    self._failures[name],
-                    delay,
-                )
-                if self._on_failure is not None:
-                    try:
-                        await self._on_failure(name, exc)
-                    except Exception:
-                        logger.warning(
-                            "listener %s: clean-up after %s failed", self.owner, name, exc_info=True
-                        )
-            await asyncio.sleep(delay)
+def listener_supervisor(
+    name: str, *, on_failure: Callable[[str, BaseException], Awaitable[None]] | None = None
+) -> TaskSupervisor:
+    """The listener's tasks, supervised (`common.supervision`), each restart counted in
+    `listener_task_restarts_total{task}`."""
+    return TaskSupervisor(f"listener {name}", on_failure=on_failure, on_restart=_count_restart)
 
 
 # --- The async side --------------------------------------------------------------------------
@@ -555,7 +488,7 @@ class GatewayListener:
         self._waiting_for_events = False  # the applier is idle: nothing queued, nothing pending
         self._applied_at: datetime | None = None  # the last batch commit
         self._catch_up_wanted = asyncio.Event()
-        self._supervisor = TaskSupervisor(self.name, on_failure=self._after_task_failure)
+        self._supervisor = listener_supervisor(self.name, on_failure=self._after_task_failure)
         # One database thread, so events are applied one at a time in the broker's order.
         self._db = sync_to_async(lambda fn, *a, **k: fn(*a, **k), thread_sensitive=True)
         # The heartbeat has a thread (and so a connection) of its own: it must still be written

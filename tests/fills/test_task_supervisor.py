@@ -7,7 +7,8 @@ import logging
 
 from prometheus_client import REGISTRY
 
-from fills.listener import TASK_BACKOFF_MAX, TaskSupervisor, restart_delay
+from common.supervision import RESTART_DELAY_MAX, restart_delay
+from fills.listener import listener_supervisor
 
 
 def restarts(task: str) -> float:
@@ -19,13 +20,13 @@ def test_restart_delays_grow_with_jitter_up_to_the_cap() -> None:
     # should start within half a second, double, and never pass the cap
     assert all(0.25 <= d <= 0.5 for d in delays[1])
     assert all(0.5 <= d <= 1.0 for d in delays[2])
-    assert all(TASK_BACKOFF_MAX / 2 <= d <= TASK_BACKOFF_MAX for d in delays[30])
+    assert all(RESTART_DELAY_MAX / 2 <= d <= RESTART_DELAY_MAX for d in delays[30])
     # should spread restarts out (jitter), not restart every listener at the same instant
     assert len(set(delays[30])) > 1
 
 
 def test_a_failing_task_is_logged_counted_and_restarted_until_it_works(caplog) -> None:
-    caplog.set_level(logging.ERROR, logger="fills.listener")
+    caplog.set_level(logging.ERROR, logger="common.supervision")
     before = restarts("flaky")
     cleanups: list[str] = []
 
@@ -33,7 +34,7 @@ def test_a_failing_task_is_logged_counted_and_restarted_until_it_works(caplog) -
         async def cleanup(task: str, error: BaseException) -> None:
             cleanups.append(f"{task}: {error}")
 
-        supervisor = TaskSupervisor("test", on_failure=cleanup)
+        supervisor = listener_supervisor("test", on_failure=cleanup)
         attempts = 0
         working = asyncio.Event()
         failing_while_down: list[str] = []
@@ -80,7 +81,7 @@ def test_a_task_that_returns_is_restarted_too() -> None:
                 second.set()
                 await asyncio.Event().wait()
 
-        supervisor = TaskSupervisor("test")
+        supervisor = listener_supervisor("test")
         supervisor.start("returns", returns)
         await asyncio.wait_for(second.wait(), timeout=5)
         await supervisor.stop()
