@@ -51,14 +51,13 @@ from orders import lifecycle
 from orders.amend import order_cancel
 from orders.exceptions import FlattenFailed, NotCancellable, OrderError
 from orders.models import Order, OrderStatus, TransitionTrigger
-from orders.services import order_apply_broker_order
+from orders.reconcile import orders_adopt_broker_view
 from projectx.enums import PositionType
 from projectx.errors import AmbiguousError, GatewayError
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
-RECONCILE_BUDGET_SECONDS = 2.0
 Step = AccountFlatten.Step
 
 
@@ -354,7 +353,12 @@ def _run(lease: _Lease, *, actor: str, trigger: str) -> None:
         return not working
 
     _wait(nothing_working, "the broker to confirm the cancels", deadline, lease)
-    _adopt_broker_view(ours.filter(status__in=lifecycle.WORKING), lease, actor=actor)
+    orders_adopt_broker_view(
+        orders=ours.filter(status__in=lifecycle.WORKING),
+        actor=actor,
+        during="flatten",
+        before_each=lease.renew,
+    )
     # What was asked is not what was cancelled: an order that filled before its cancel
     # reached the broker (the broker refused the cancel) is no longer listed.
     ended_cancelled = {
@@ -402,25 +406,3 @@ def _cancelled_entry(
         "broker_order_id": broker_order_id,
         "contract_id": contract_id,
     }
-
-
-def _adopt_broker_view(orders: Any, lease: _Lease, *, actor: str) -> None:
-    """Our orders the broker no longer has working take the broker's view of them."""
-    gateway = get_gateway()
-    for order in orders.select_related("account").exclude(broker_order_id=None):
-        lease.renew()
-        try:
-            wire = gateway.get_order(
-                account_id=order.account.broker_account_id,
-                order_id=order.broker_order_id,
-                budget=RECONCILE_BUDGET_SECONDS,
-            )
-            order_apply_broker_order(
-                order_id=order.pk,
-                broker_order=wire,
-                trigger=TransitionTrigger.BROKER_REST,
-                actor=actor,
-                reason="flatten: the broker's view of the order adopted",
-            )
-        except (GatewayError, OrderError) as exc:  # the stream or the stuck sweep settles it
-            logger.warning("order %s not reconciled during a flatten: %s", order.pk, exc)

@@ -49,7 +49,7 @@ from orders import lifecycle
 from orders.amend import order_cancel
 from orders.exceptions import CloseFailed, CloseInProgress, OrderError
 from orders.models import Order, OrderStatus, TransitionTrigger
-from orders.services import order_apply_broker_order
+from orders.reconcile import orders_adopt_broker_view
 from projectx.enums import PositionType
 from projectx.errors import AmbiguousError, GatewayError
 
@@ -58,7 +58,6 @@ __all__ = ["CloseFailed", "CloseInProgress", "position_close", "position_close_t
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
-RECONCILE_BUDGET_SECONDS = 2.0
 Step = PositionClose.Step
 
 
@@ -321,7 +320,12 @@ def _run(lease: _Lease, *, actor: str, trigger: str) -> None:
         )
 
     _wait(nothing_working, "the broker to confirm the cancels", deadline, lease)
-    _adopt_broker_view(ours.filter(status__in=lifecycle.WORKING), lease, actor=actor)
+    orders_adopt_broker_view(
+        orders=ours.filter(status__in=lifecycle.WORKING),
+        actor=actor,
+        during="position close",
+        before_each=lease.renew,
+    )
 
     # 4. The position as it stands now, and one close for it.
     position = _broker_position(broker_account, contract_id)
@@ -345,29 +349,6 @@ def _run(lease: _Lease, *, actor: str, trigger: str) -> None:
                 f"close outcome unknown and the position is still open: {exc}"
             ) from exc
     close.detail = f"closed {position.size} {side} at market"
-
-
-def _adopt_broker_view(orders: Any, lease: _Lease, *, actor: str) -> None:
-    """Orders the broker no longer has working but we still do (a cancel whose answer was lost
-    with the process that sent it) take the broker's view of them."""
-    gateway = get_gateway()
-    for order in orders.select_related("account").exclude(broker_order_id=None):
-        lease.renew()
-        try:
-            wire = gateway.get_order(
-                account_id=order.account.broker_account_id,
-                order_id=order.broker_order_id,
-                budget=RECONCILE_BUDGET_SECONDS,
-            )
-            order_apply_broker_order(
-                order_id=order.pk,
-                broker_order=wire,
-                trigger=TransitionTrigger.BROKER_REST,
-                actor=actor,
-                reason="position close: the broker's view of the order adopted",
-            )
-        except (GatewayError, OrderError) as exc:  # the stream or the stuck sweep settles it
-            logger.warning("order %s not reconciled during a close: %s", order.pk, exc)
 
 
 def _broker_position(broker_account: int, contract_id: str) -> Any:
