@@ -6,6 +6,7 @@
   const cfg = window.DESK;
   const orders = new Map();     // order id -> row
   const positions = new Map();  // "account:contract" -> row
+  const marks = new Map();      // "account:contract" -> the newest price mark
   const accounts = new Map();   // broker account id -> header row
   const WORKING = new Set(["open", "partially_filled"]);
   const LIVE = new Set(["created", "submitting", "open", "partially_filled", "pending_cancel", "unknown"]);
@@ -92,7 +93,14 @@
   function applyPosition(row) {
     const known = positions.get(row.key);
     if (known && known.version >= row.version) return false;
-    if (row.size === 0 || row.type === "flat") positions.delete(row.key);
+    // A position's frame may be built before its first quote reached the cache, and that
+    // quote's marks may arrive before the frame: they are kept and given to the row.
+    const mark = marks.get(row.key);
+    if (row.last_price == null && mark) {
+      row.last_price = mark.last_price;
+      row.unrealized_pnl = mark.unrealized_pnl;
+    }
+    if (row.size === 0 || row.type === "flat") { positions.delete(row.key); marks.delete(row.key); }
     else positions.set(row.key, row);
     renderPositions();
     noteContract(row.contract_id);
@@ -258,6 +266,7 @@
 
   function applyMarks(rows) {
     for (const mark of rows) {
+      marks.set(mark.key, mark);
       const known = positions.get(mark.key);
       if (!known) continue;
       known.last_price = mark.last_price;
