@@ -147,6 +147,10 @@ class MarketHub(SignalRHub[MarketEvent]):
         self._quote_sent_at[contract_id] = asyncio.get_running_loop().time()
         super().publish(event)
 
+    def _wanted(self, event: MarketEvent) -> bool:
+        key = (event.kind, event.contract_id)
+        return any(key in connection.subscriptions for connection in self.live_connections())
+
     def _frame_for(self, connection: HubConnection, event: MarketEvent) -> str | None:
         if (event.kind, event.contract_id) not in connection.subscriptions:
             return None

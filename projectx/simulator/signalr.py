@@ -481,7 +481,7 @@ class SignalRHub(Generic[EventT]):
 
     def publish(self, event: EventT) -> None:
         """Fan one event out (on the loop thread), applying this hub's event faults."""
-        if self._is_stopping():
+        if self._is_stopping() or not self._wanted(event):
             return
         delivery = self.faults.plan_event_delivery(self.name)
         if delivery.drop:
@@ -499,6 +499,12 @@ class SignalRHub(Generic[EventT]):
             )
             return
         self._fan_out(event, delivery.copies)
+
+    def _wanted(self, event: EventT) -> bool:
+        """Whether any connection would receive the event. One nobody receives is not in the
+        hub's stream, so it takes no event fault (a dropped or duplicated "next event" is one
+        a client sees)."""
+        return True
 
     def _fan_out(self, event: EventT, copies: int) -> None:
         for connection in self.live_connections():
