@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 import pytest
@@ -154,28 +154,29 @@ def wait_for(
     )
 
 
-class ListenerThread:
-    """A GatewayListener on its own event loop in a background thread."""
+class LoopThread:
+    """Something with `async run(stop)` (a listener, the market-data feed) on its own event loop
+    in a background thread, until `stop()`."""
 
-    def __init__(self, **options) -> None:
-        self.listener = GatewayListener(get_gateway().config, sweep_interval=0.3, **options)
+    def __init__(self, runner: Any, name: str) -> None:
+        self._runner = runner
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True, name="listener")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
 
         async def main() -> None:
             self._stop = asyncio.Event()
-            await self.listener.run(self._stop)
+            await self._runner.run(self._stop)
 
         try:
             self._loop.run_until_complete(main())
         finally:
             connection.close()
 
-    def start(self) -> ListenerThread:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -183,6 +184,14 @@ class ListenerThread:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=15)
+
+
+class ListenerThread(LoopThread):
+    """A GatewayListener on its own event loop in a background thread."""
+
+    def __init__(self, **options) -> None:
+        self.listener = GatewayListener(get_gateway().config, sweep_interval=0.3, **options)
+        super().__init__(self.listener, "listener")
 
 
 @database_sync_to_async
