@@ -144,8 +144,24 @@ def _write(
         order.state_entered_at = now
     if server_ts is not None and (order.last_server_ts is None or server_ts > order.last_server_ts):
         order.last_server_ts = server_ts
-    order.version = previous_version + 1
     order.updated_at = now
+
+    batch = _batch.get()
+    if batch is not None and batch.holds(order):
+        record_so_far = (
+            batch.coalescible(order, trigger=trigger, actor=actor)
+            if from_state == order.status
+            else None
+        )
+        if record_so_far is not None:
+            # Another write of the same kind to the same order in the same batch (the fills of
+            # a burst): it joins the batch's audit row for them, whose reason names every fill
+            # and whose changed_fields run from the first old value to the last new one. The
+            # version counts audit rows, so it does not move again.
+            _coalesce(record_so_far, changed_fields, reason=reason, now=now, server_ts=server_ts)
+            batch.stage(order, None, changes.keys(), previous_version)
+            return record_so_far
+    order.version = previous_version + 1
 
     record = OrderTransition(
         order=order,
@@ -161,7 +177,6 @@ def _write(
         server_ts=server_ts,
         version=order.version,
     )
-    batch = _batch.get()
     if batch is not None and batch.holds(order):
         # The caller's batch holds this order's row lock: the write is kept in memory and
         # flushed with the batch (one UPDATE per order, the audit rows in one INSERT).
@@ -179,6 +194,26 @@ def _write(
         )
     )
     return record
+
+
+def _coalesce(
+    record: OrderTransition,
+    changed_fields: dict[str, list[Any]],
+    *,
+    reason: str,
+    now: datetime,
+    server_ts: datetime | None,
+) -> None:
+    for name, (old, new) in changed_fields.items():
+        if name in record.changed_fields:
+            record.changed_fields[name][1] = new
+        else:
+            record.changed_fields[name] = [old, new]
+    if reason:
+        record.reason = f"{record.reason}; {reason}" if record.reason else reason
+    record.at = now
+    if server_ts is not None and (record.server_ts is None or server_ts > record.server_ts):
+        record.server_ts = server_ts
 
 
 # Written on every write, whatever changed.
@@ -244,13 +279,32 @@ class OrderWriteBatch:
         return self._held.get(order.pk) is order
 
     def stage(
-        self, order: Order, record: OrderTransition, changed: Iterable[str], previous: int
+        self, order: Order, record: OrderTransition | None, changed: Iterable[str], previous: int
     ) -> None:
+        """Keep a write (`record` None: it joined the order's last audit row)."""
         staged = self._staged.get(order.pk)
         if staged is None:
             staged = self._staged[order.pk] = _StagedOrder(order, version_at_lock=previous)
         staged.changed.update(changed)
-        staged.records.append(record)
+        if record is not None:
+            staged.records.append(record)
+
+    def coalescible(self, order: Order, *, trigger: str, actor: str) -> OrderTransition | None:
+        """The order's last staged audit row, when a write of the same trigger and actor that
+        leaves the order in its state may join it: that row left the order in its state too
+        (fills accumulating on a working order), so no move of the state machine is hidden."""
+        staged = self._staged.get(order.pk)
+        if staged is None or not staged.records:
+            return None
+        last = staged.records[-1]
+        if (
+            last.from_state == last.to_state == order.status
+            and last.trigger == trigger
+            and last.actor == actor
+            and not last.is_correction
+        ):
+            return last
+        return None
 
     def flush(self) -> None:
         """Write what is staged, in the caller's transaction; after commit, tell receivers."""

@@ -204,3 +204,46 @@ def test_batches_of_any_size_give_the_rows_of_one_event_at_a_time(stream, batch_
 
     assert batched == one_at_a_time
     assert batched["audited"]
+
+
+def test_a_burst_of_fills_in_one_batch_is_one_audit_row_naming_every_fill() -> None:
+    # A 100-lot order swept as one-lot trades arrives as one batch: its audit must say what
+    # happened (which fills, the totals from and to) without one row per trade.
+    account = fresh_account()
+    order = Order.objects.get(broker_order_id=KNOWN[0])
+    Order.objects.filter(pk=order.pk).update(size=10)
+    trades = [
+        wire(
+            "trade",
+            {
+                "id": 910_000 + n,
+                "order_id": KNOWN[0],
+                "size": 1,
+                "price": PRICES[n % 2],
+                "seconds": n + 1,
+            },
+            account.broker_account_id,
+        )
+        for n in range(6)
+    ]
+    before = set(OrderTransition.objects.filter(order=order).values_list("pk", flat=True))
+
+    apply_events(trades, "broker-stream", {})
+
+    order.refresh_from_db()
+    assert (order.status, order.filled_size) == ("partially_filled", 6)
+    added = list(
+        OrderTransition.objects.filter(order=order).exclude(pk__in=before).order_by("version")
+    )
+    # the move of the state machine keeps its own row; the fills after it share one
+    assert [(t.from_state, t.to_state) for t in added] == [
+        ("open", "partially_filled"),
+        ("partially_filled", "partially_filled"),
+    ]
+    assert added[0].reason == "fill 910000: 1 @ 21000"
+    assert added[1].reason == "; ".join(
+        f"fill {910_000 + n}: 1 @ {PRICES[n % 2].rstrip('0').rstrip('.')}" for n in range(1, 6)
+    )
+    assert added[1].changed_fields["filled_size"] == [1, 6]
+    # every audit row is counted by the version, as always
+    assert order.transitions.count() == order.version - 1
