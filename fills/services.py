@@ -418,6 +418,36 @@ def _order_event_apply(account: Account, wire: WireOrder, trigger: str) -> Broke
 # --- Applying a batch of broker events set-wise --------------------------------------------
 
 
+def _orders_locked(account: Account, broker_order_ids: set[int], tags: set[str]) -> Any:
+    """The account's orders with these broker ids or tags, locked, in primary-key order.
+
+    On PostgreSQL, one statement written once: the ORM compiled this query afresh for every
+    batch, about a fifth of the CPU of a batch of one fill. The same statement makes the batch
+    commit without waiting for its WAL to reach the disk (`set_config(..., true)` is SET LOCAL,
+    so it costs no round trip of its own). Safe because the broker keeps what a lost commit
+    held and the catch-up fetches it again (docs/decisions/0008).
+    """
+    if connection.vendor != "postgresql":
+        match = Q(broker_order_id__in=broker_order_ids)
+        if tags:
+            match |= Q(custom_tag__in=tags)
+        return (
+            Order.objects.select_for_update(of=("self",))
+            .filter(account=account)
+            .filter(match)
+            .order_by("pk")
+        )
+    return Order.objects.raw(_LOCK_ORDERS_SQL, [account.pk, sorted(broker_order_ids), sorted(tags)])
+
+
+_LOCK_ORDERS_SQL = (
+    "SELECT *, set_config('synchronous_commit', 'off', true) AS _commit "
+    f"FROM {Order._meta.db_table} WHERE account_id = %s "
+    "AND (broker_order_id = ANY(%s::bigint[]) OR custom_tag = ANY(%s::varchar[])) "
+    f"ORDER BY {Order._meta.pk.column} FOR UPDATE"
+)
+
+
 class _EventBatch:
     """The orders and fills a batch of broker events touches, read and written together.
 
@@ -445,16 +475,8 @@ class _EventBatch:
     def lock(self, account: Account, *, broker_order_ids: set[int], tags: set[str]) -> None:
         if not broker_order_ids and not tags:
             return
-        match = Q(broker_order_id__in=broker_order_ids)
-        if tags:
-            match |= Q(custom_tag__in=tags)
         found: set[int | None] = set()
-        for order in (
-            Order.objects.select_for_update(of=("self",))
-            .filter(account=account)
-            .filter(match)
-            .order_by("pk")
-        ):
+        for order in _orders_locked(account, broker_order_ids, tags):
             order.account = account  # known: no query for it later (the desk row names it)
             self.writes.hold(order)
             found.add(order.broker_order_id)
