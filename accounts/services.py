@@ -9,6 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.models import F, Q
@@ -384,18 +385,38 @@ def account_trading_state_current(*, locked: Account, now: datetime) -> Account:
     return locked
 
 
-def account_loss_limit_check(*, account_id: int) -> Account:
-    """After new trades of the account were stored: switch its state if the limit is reached.
-    Without a loss limit on the account, and nothing to expire, no lock is taken (this runs
-    after every trade the listener stores)."""
-    account = Account.objects.get(pk=account_id)
-    if account_limits(account).daily_loss_limit is None and not loss_limit_state_expired(
-        account, now=timezone.now()
-    ):
-        return account
+def account_loss_limit_check(*, account_id: int) -> Account | None:
+    """After new trades of the account were stored: switch its state if the limit is reached,
+    and return the account as it stands then. Without a loss limit on the account, and nothing
+    to expire, no lock is taken and None is returned (this runs after every batch of trades the
+    listener stores)."""
+    if not _loss_limit_may_act(account_id):
+        return None
     with transaction.atomic():
         locked = Account.objects.select_for_update().get(pk=account_id)
         return account_trading_state_current(locked=locked, now=timezone.now())
+
+
+_LOSS_LIMIT_FIELDS_SQL = (
+    "SELECT daily_loss_limit, trading_state, trading_state_cause, loss_limit_day "
+    f"FROM {Account._meta.db_table} WHERE {Account._meta.pk.column} = %s"
+)
+
+
+def _loss_limit_may_act(account_id: int) -> bool:
+    """Whether the account has a daily loss limit, or a state one set that may have expired.
+    Read with one statement written once: building the ORM query and the model cost about a
+    sixth of the CPU of a listener's batch of one fill."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LOSS_LIMIT_FIELDS_SQL, [account_id])
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    limit, state, cause, day = row
+    if limit is not None or settings.ORDER_MANAGEMENT.risk.daily_loss_limit is not None:
+        return True
+    account = Account(trading_state=state, trading_state_cause=cause, loss_limit_day=day)
+    return loss_limit_state_expired(account, now=timezone.now())
 
 
 @dataclass(frozen=True)
