@@ -186,7 +186,7 @@ def _write(
     # Conditional UPDATE: the row lock makes a lost race impossible here, but the version
     # filter keeps the rule "every write is conditional on the version" true for every writer.
     _update_row(order, changes.keys(), previous_version)
-    record.save(force_insert=True)
+    _insert_transition(record)
     committed_order = order
     transaction.on_commit(
         lambda: order_changed.send(
@@ -257,6 +257,19 @@ _TRANSITION_COLUMNS = (
     "server_ts",
     "version",
 )
+
+
+def _insert_transition(record: OrderTransition) -> None:
+    """The audit row, by one statement of fixed shape (`insert_rows`) instead of the ORM's
+    `save()`, whose INSERT was built afresh for each write: a fifth of the CPU of a placement."""
+    ((record.pk,),) = insert_rows(
+        OrderTransition,
+        _TRANSITION_COLUMNS,
+        [[getattr(record, name) for name in _TRANSITION_COLUMNS]],
+        returning=("id",),
+    )
+    record._state.adding = False
+    record._state.db = connection.alias
 
 
 @dataclass
