@@ -319,7 +319,8 @@ def main() -> None:
         print(
             f"placement through {args.workers} uvicorn workers on PostgreSQL, against the "
             f"simulator, queue depth {args.queue_depth} per account, on this machine (the "
-            "bench's clients share its CPUs)"
+            "bench's clients share its CPUs); cache and throttle counters: "
+            + (f"Redis ({env['REDIS_URL']})" if env.get("REDIS_URL") else "each worker's memory")
         )
         if "single" in runs:
             single(app_url, sim_url, token, args, run_id)
