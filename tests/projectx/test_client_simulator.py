@@ -172,7 +172,11 @@ async def test_an_expired_token_is_replaced_by_one_fresh_login(
 async def test_it_fails_with_an_auth_error_when_a_fresh_token_is_refused_too(
     client: ProjectXClient, simulator: GatewaySimulator
 ) -> None:
-    simulator.token_lifetime = 0.001  # every token is dead on arrival
+    # The broker refuses the request and its re-send after a fresh login alike (a lifetime of
+    # 1 ms for every token was a race: a fast machine used the fresh token within it).
+    simulator.faults.fail_requests(
+        401, path="Order/searchOpen", count=2, headers={"WWW-Authenticate": "Bearer"}
+    )
 
     # should re-login once, then give up with an authentication error
     with pytest.raises(AuthenticationError) as caught:
