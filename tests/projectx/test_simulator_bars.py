@@ -4,6 +4,7 @@ the live tape."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -152,12 +153,20 @@ def test_an_hour_bar_is_its_sixty_minute_bars(
 def test_the_forming_bar_comes_only_with_include_partial_bar(
     simulator: GatewaySimulator, simulator_api: httpx.Client
 ) -> None:
+    # The print and both reads must fall in one minute, or "the current minute" names two bars
+    # (it failed once in CI: the reads at 00:08:59.99, the check at 00:09:00.02). Near a minute's
+    # end the test starts in the next one; the clock is the simulator's wall clock, not injectable.
+    start = datetime.now(UTC)
+    if start.second >= 58:
+        time.sleep(60.05 - start.second - start.microsecond / 1e6)
+    minute = minute_floor(datetime.now(UTC))
     simulator.set_price(MNQ, "21003.75")
-    window = {"startTime": format_timestamp(datetime.now(UTC) - timedelta(minutes=10))}
+    window = {"startTime": format_timestamp(minute - timedelta(minutes=10))}
     with_partial = bars(simulator_api, **window, includePartialBar=True)
     without = bars(simulator_api, **window)
+    assert minute_floor(datetime.now(UTC)) == minute, "the reads took over two seconds"
     # Should: the bar of the current minute is the newest, and holds the live print...
-    assert parse_timestamp(with_partial[0]["t"]) == minute_floor(datetime.now(UTC))
+    assert parse_timestamp(with_partial[0]["t"]) == minute
     assert with_partial[0]["c"] == Decimal("21003.75")
     # ...and it is left out unless asked for.
     assert without == with_partial[1:]
