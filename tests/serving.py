@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,3 +86,61 @@ def served_system(
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+# The web process as the Procfile starts it.
+UVICORN = [sys.executable, "-m", "uvicorn", "ordermgmt.asgi:application", "--host", "127.0.0.1"]
+
+
+@contextlib.contextmanager
+def web_processes(
+    sim: object, database: dict, tmp_path: Path, *, config: str = "", **env_overrides: str
+) -> Iterator[Callable[[], tuple[subprocess.Popen, str]]]:
+    """Start web processes (uvicorn, as in the Procfile) on the test database (`database`: its
+    settings dict) and the simulator `sim`; `config` is the YAML of ORDERMGMT_CONFIG, the
+    keyword arguments more environment. Yields `start()`, which answers (process, url)."""
+    config_file = tmp_path / "order_management.yaml"
+    config_file.write_text(config or "orderManagement: {}\n")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE"))},
+        "DJANGO_SETTINGS_MODULE": "ordermgmt.settings",
+        "DJANGO_SECRET_KEY": "tests",
+        "DATABASE_URL": f"postgres://{database['USER'] or 'postgres'}@"
+        f"{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/{database['NAME']}",
+        "DATABASE_POOL_MAX_SIZE": "4",
+        "ORDERMGMT_CONFIG": str(config_file),
+        "PROJECTX_API_URL": sim.base_url,  # type: ignore[attr-defined]
+        "PROJECTX_USER_HUB_URL": sim.user_hub_url,  # type: ignore[attr-defined]
+        "PROJECTX_USERNAME": "demo",
+        "PROJECTX_API_KEY": "demo-api-key",
+        **env_overrides,
+    }
+    started: list[subprocess.Popen] = []
+
+    def start() -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        log = tmp_path / f"web-{port}.log"
+        with log.open("w") as sink:
+            process = subprocess.Popen(
+                [*UVICORN, "--port", str(port)],
+                cwd=ROOT,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        started.append(process)
+        deadline = time.monotonic() + 60
+        while "Uvicorn running" not in log.read_text() and process.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the web process did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        assert process.poll() is None, log.read_text()
+        return process, f"http://127.0.0.1:{port}"
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
