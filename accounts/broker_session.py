@@ -16,8 +16,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
+from django.db.utils import load_backend
 from django.utils import timezone
 
 from accounts.models import BrokerSession
@@ -61,12 +63,42 @@ def session_release(username: str) -> None:
 
 
 def _in_own_connection(fn: Callable[..., _T], *args: Any) -> _T:
-    # Called rarely (only when a token is missing or old) from the client's event loop; the
-    # connection is given back at once rather than held by a helper thread.
+    """Run `fn` (in a helper thread of the client's event loop) on a connection of its own.
+
+    Called rarely (when a token is missing, old or refused). Never from the requests' pool:
+    every pooled connection may be held by a request waiting for this very client (a turn
+    holder waiting for its placement to be sent, which waits for the token), so a pooled read
+    here would wait for the pool's timeout and fail them all. One connection opened for the
+    call and closed after it costs a few milliseconds, a few times a day.
+    """
+    own = _unpooled_connection()
+    if own is None:  # no pool (SQLite): this thread's connection, given back at once
+        try:
+            return fn(*args)
+        finally:
+            connection.close()
+    pooled = connections[DEFAULT_DB_ALIAS]
+    connections[DEFAULT_DB_ALIAS] = own  # this thread only: connections are thread-local
     try:
         return fn(*args)
     finally:
-        connection.close()
+        connections[DEFAULT_DB_ALIAS] = pooled
+        own.close()
+
+
+def _unpooled_connection() -> BaseDatabaseWrapper | None:
+    """A connection like the default one but outside its pool; None when there is no pool."""
+    settings_dict = connections[DEFAULT_DB_ALIAS].settings_dict
+    options = settings_dict.get("OPTIONS") or {}
+    if not options.get("pool"):
+        return None
+    unpooled = {
+        **settings_dict,
+        "OPTIONS": {name: value for name, value in options.items() if name != "pool"},
+    }
+    backend = load_backend(settings_dict["ENGINE"])
+    wrapper: BaseDatabaseWrapper = backend.DatabaseWrapper(unpooled, DEFAULT_DB_ALIAS)
+    return wrapper
 
 
 class SharedSessionClient(ProjectXClient):
