@@ -109,7 +109,7 @@ if REDIS_URL is None:
 else:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "common.cache.SharedPoolRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "ordermgmt",
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
