@@ -64,6 +64,10 @@ else:
                 # A lock that is not free within concurrencyControl.lockTimeoutMs fails the
                 # statement instead of queueing the request behind it indefinitely.
                 "options": f"-c lock_timeout={_LOCK_TIMEOUT_MS}",
+                # Parameters bound by the server, not quoted into the text by psycopg: the same
+                # statement text each time, which psycopg prepares once per connection after
+                # its fifth use, so PostgreSQL parses and plans a placement's statements once.
+                "server_side_binding": True,
                 "pool": {
                     "min_size": 1,
                     "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20, minimum=1),
