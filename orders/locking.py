@@ -40,9 +40,30 @@ def lock_in_order(
             locked[kind] = []
             continue
         started = time.perf_counter()
-        # ORDER BY pk: within a kind, always the same order too.
-        rows = list(model.objects.select_for_update().filter(pk__in=keys).order_by("pk"))
+        rows = _locked_rows(model, keys)
         metrics.lock_wait_seconds.labels(kind).observe(time.perf_counter() - started)
         metrics.lock_acquisitions_total.labels(kind).inc(len(rows))
         locked[kind] = rows
     return locked
+
+
+def _locked_rows(model: type[Any], keys: list[Any]) -> list[Any]:
+    """SELECT ... FOR UPDATE of these rows, ORDER BY pk: within a kind, always the same order.
+
+    On PostgreSQL one statement per model, written once: every placement locks its account and
+    its order this way, and the ORM compiled the same query afresh each time (the largest part
+    of the CPU of an uncontended lock)."""
+    if connection.vendor != "postgresql":
+        return list(model.objects.select_for_update().filter(pk__in=keys).order_by("pk"))
+    sql = _LOCK_SQL.get(model)
+    if sql is None:
+        pk = model._meta.pk
+        sql = _LOCK_SQL[model] = (
+            f"SELECT * FROM {connection.ops.quote_name(model._meta.db_table)} "
+            f"WHERE {pk.column} = ANY(%s::{pk.db_type(connection)}[]) "
+            f"ORDER BY {pk.column} FOR UPDATE"
+        )
+    return list(model.objects.raw(sql, [keys]))
+
+
+_LOCK_SQL: dict[type[Any], str] = {}

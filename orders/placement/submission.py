@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from accounts.gateway import get_gateway
@@ -304,12 +303,17 @@ def _lock_committing_without_waiting_for_the_disk(order: Order) -> Order:
     meanwhile get 409, then 202). Nothing is ever sent twice from it. Acceptance and the move to
     `submitting` stay durable: they are what decides whether an order is sent.
     (docs/decisions/0007)"""
-    orders = Order.objects.select_for_update()
-    if transaction.get_connection().vendor == "postgresql":
-        orders = orders.annotate(
-            _commit=RawSQL("set_config('synchronous_commit', 'off', true)", ())
-        )
-    return orders.get(pk=order.pk)
+    if transaction.get_connection().vendor != "postgresql":
+        return Order.objects.select_for_update().get(pk=order.pk)
+    # Written once, not compiled by the ORM for every answer.
+    (locked,) = Order.objects.raw(_LOCK_ORDER_ASYNC_COMMIT_SQL, [order.pk])
+    return locked
+
+
+_LOCK_ORDER_ASYNC_COMMIT_SQL = (
+    "SELECT *, set_config('synchronous_commit', 'off', true) AS _commit "
+    f"FROM {Order._meta.db_table} WHERE {Order._meta.pk.column} = %s FOR UPDATE"
+)
 
 
 def _adopt(locked: Order, to_state: str, reason: str, changes: dict[str, Any], actor: str) -> None:
