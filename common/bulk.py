@@ -5,7 +5,7 @@ cell: for a batch of a thousand fills the driver splits, adapts and sends tens o
 placeholders, which cost more than the insert. On PostgreSQL `insert_rows` binds one array per
 column instead (`INSERT ... SELECT * FROM unnest(%s::bigint[], %s::numeric[], ...)`), so the
 query text and its parsing stay the same size whatever the number of rows. Elsewhere (the
-embedded SQLite) it falls back to a multi-row VALUES.
+embedded SQLite), and for a single row, it is a multi-row VALUES.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def insert_rows(
     tail = f" ON CONFLICT {on_conflict}" if on_conflict else ""
     if returning:
         tail += " RETURNING " + ", ".join(connection.ops.quote_name(n) for n in returning)
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql" and len(rows) > 1:
+        # One row (a placement's audit row) is cheaper as plain VALUES: psycopg's array
+        # dumpers cost more per call than the thirteen parameters they replace.
         return _insert_unnest(table, names, columns, rows, tail)
     return _insert_values(table, names, columns, rows, tail, bool(returning))
 
