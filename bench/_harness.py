@@ -171,3 +171,47 @@ def broker_orders(sim_url: str, account_id: int) -> list[dict]:
         timeout=30,
     )
     return response.json()["orders"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far: a figure the other processes on
+    the machine do not move, unlike the rates above."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its descendants (uvicorn and its workers)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += cpu_seconds(current)
+        except FileNotFoundError:
+            continue
+        pending.extend(children(current))
+    return total
+
+
+def listening_pid(port: int) -> int:
+    """The process started with `--port <port>` (the web server of `running_system`)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--port" in argv and argv[argv.index(b"--port") + 1 : argv.index(b"--port") + 2] == [
+            str(port).encode()
+        ]:
+            return int(entry.name)
+    raise LookupError(f"no process started with --port {port}")

@@ -38,7 +38,16 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _harness import PYTHON, ROOT, bot_token, percentile, process, scratch_database
+from _harness import (
+    PYTHON,
+    ROOT,
+    bot_token,
+    children,
+    cpu_seconds,
+    percentile,
+    process,
+    scratch_database,
+)
 
 from projectx.simulator import GatewaySimulator, PlaceOrderRequest
 
@@ -146,20 +155,6 @@ def rss_mib(pid: int) -> float:
         except FileNotFoundError:
             pass
     return total / 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) the process has used so far: a figure the other processes on
-    the machine do not move, unlike the rates above."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
 
 
 def ceiling(dsn: str, fills: int) -> float:

@@ -36,7 +36,15 @@ import httpx
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import bot_token, broker_orders, percentile, running_system, scratch_database
+from _harness import (
+    bot_token,
+    broker_orders,
+    listening_pid,
+    percentile,
+    running_system,
+    scratch_database,
+    tree_cpu_seconds,
+)
 
 ACCOUNT = 1001
 SPREAD_ACCOUNTS = [3001 + n for n in range(20)]
@@ -128,6 +136,17 @@ def run(
     return samples
 
 
+def web_cpu_seconds(app_url: str) -> float:
+    """CPU used so far by the web server and its workers: a figure the machine's other load
+    moves far less than it moves latencies (this machine's speed varies twofold by the minute)."""
+    return tree_cpu_seconds(listening_pid(int(app_url.rsplit(":", 1)[1])))
+
+
+def print_cpu(app_url: str, cpu_before: float, placements: int) -> None:
+    used = web_cpu_seconds(app_url) - cpu_before
+    print(f"  web workers' CPU       {used / placements * 1000:7.1f} ms per request")
+
+
 def broker_seconds(sim_url: str) -> dict[int, float]:
     """The simulator's own handling time of each Order/place, by the order id it answered."""
     timings = httpx.get(f"{sim_url}/_sim/timings", params={"path": "order/place"}, timeout=30)
@@ -188,7 +207,9 @@ def check_broker(database: str, sim_url: str, accounts: list[int]) -> tuple[int,
 def single(app_url: str, sim_url: str, token: str, args: argparse.Namespace, run_id: str) -> None:
     print(f"\nsingle: 1 client, {args.single} orders one at a time, then {args.replays} replays")
     run(app_url, token, list(range(20)), 1, key_prefix=f"{run_id}-warm")  # connections, caches
+    cpu_before = web_cpu_seconds(app_url)
     samples = run(app_url, token, list(range(args.single)), 1, key_prefix=f"{run_id}-single")
+    cpu_single = web_cpu_seconds(app_url) - cpu_before
     handling = broker_seconds(sim_url)
     own = [
         s.latency - handling[s.broker_order_id] for s in samples if s.broker_order_id in handling
@@ -200,6 +221,8 @@ def single(app_url: str, sim_url: str, token: str, args: argparse.Namespace, run
         None,
     )
     print_latency("system's own time", own, 0.005, 0.015)
+    print(f"  web workers' CPU       {cpu_single / len(samples) * 1000:7.1f} ms per placement")
+    cpu_before = web_cpu_seconds(app_url)
     replays = run(
         app_url,
         token,
@@ -208,6 +231,7 @@ def single(app_url: str, sim_url: str, token: str, args: argparse.Namespace, run
         key_prefix=f"{run_id}-single",
     )
     print_latency("replay", [s.latency for s in replays], 0.004)
+    print_cpu(app_url, cpu_before, len(replays))
     print(
         f"  responses              {dict(Counter(s.status for s in samples))}, replays "
         f"{dict(Counter((s.status, s.replayed) for s in replays))}"
@@ -231,14 +255,16 @@ def load(
     allowed: set[int],
 ) -> None:
     print(f"\n{label}: {orders} orders, {len(accounts)} account(s), {clients} clients")
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), web_cpu_seconds(app_url)
     samples = run(app_url, token, list(range(orders)), clients, accounts, f"{run_id}-{label}")
     elapsed = time.perf_counter() - started
+    cpu_used = web_cpu_seconds(app_url) - cpu_before
     rate = orders / elapsed
     statuses = Counter(s.status for s in samples)
     duplicates, out_of_order = check_broker(database, sim_url, accounts)
     target = f"   target {verdict(rate >= rate_target)} >={rate_target:.0f}" if rate_target else ""
     print(f"  throughput             {rate:7.1f} orders/s ({elapsed:.1f} s){target}")
+    print(f"  web workers' CPU       {cpu_used / orders * 1000:7.1f} ms per request")
     print_latency("API latency", [s.latency for s in samples], None, p99_target)
     placed = [s.latency for s in samples if s.status != 429]
     if len(placed) != len(samples):
