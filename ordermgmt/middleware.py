@@ -1,47 +1,49 @@
-"""WhiteNoise without breaking the asynchronous middleware chain.
+"""The middleware chain, synchronous from end to end.
 
-WhiteNoise's middleware is synchronous only. Under ASGI one synchronous middleware in the
-chain makes Django run the chain above it in a thread and hop back onto the event loop for the
-chain below it, then into a thread again for the view: two extra thread hops on every request,
-about a millisecond each on a loaded machine, for a dictionary lookup that finds nothing on
-every API call. This wrapper is async-capable: it looks the path up in WhiteNoise's table of
-static files and only serves (in a thread) when there is a file.
+Under ASGI, Django runs a synchronous view in a thread. An async-capable middleware in the chain
+(all of Django's own are, through `MiddlewareMixin`) runs on the event loop and sends each of
+its `process_request` and `process_response` into that thread and back: with the eight below,
+about a dozen thread hops on every request, each a wake-up of the thread and of the loop, and
+under load each costs a GIL hand-over among dozens of request threads. Declared synchronous
+only, the whole chain and the view run in one call in the request's thread: one hop there and
+one back. (No view of the system is asynchronous; the desk's WebSockets do not pass here.)
+
+WhiteNoise's middleware is synchronous already; it serves the static files (admin, API docs,
+the desk) from the app itself, so one process serves the whole system.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.http import HttpRequest, HttpResponseBase
+from django.contrib.auth.middleware import AuthenticationMiddleware as _Authentication
+from django.contrib.messages.middleware import MessageMiddleware as _Message
+from django.contrib.sessions.middleware import SessionMiddleware as _Session
+from django.middleware.clickjacking import XFrameOptionsMiddleware as _XFrameOptions
+from django.middleware.common import CommonMiddleware as _Common
+from django.middleware.csrf import CsrfViewMiddleware as _CsrfView
+from django.middleware.security import SecurityMiddleware as _Security
 from whitenoise.middleware import WhiteNoiseMiddleware  # type: ignore[import-untyped]
 
 
-class StaticFilesMiddleware:
-    sync_capable = True
-    async_capable = True
+def _synchronous(middleware: type[Any]) -> type[Any]:
+    return type(
+        middleware.__name__,
+        (middleware,),
+        {
+            "async_capable": False,
+            "sync_capable": True,
+            "__module__": __name__,
+            "__doc__": f"{middleware.__module__}.{middleware.__name__}, synchronous only.",
+        },
+    )
 
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.whitenoise = WhiteNoiseMiddleware(get_response)
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self._acall(request)
-        return self.whitenoise(request)
-
-    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
-        whitenoise = self.whitenoise
-        if whitenoise.autorefresh:  # DEBUG: files are looked up on disk, in a thread
-            static_file = await sync_to_async(whitenoise.find_file)(request.path_info)
-        else:
-            static_file = whitenoise.files.get(request.path_info)
-        if static_file is not None:
-            response: HttpResponseBase = await sync_to_async(whitenoise.serve)(static_file, request)
-            return response
-        get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        return await get_response(request)
+SecurityMiddleware = _synchronous(_Security)
+StaticFilesMiddleware = _synchronous(WhiteNoiseMiddleware)
+SessionMiddleware = _synchronous(_Session)
+CommonMiddleware = _synchronous(_Common)
+CsrfViewMiddleware = _synchronous(_CsrfView)
+AuthenticationMiddleware = _synchronous(_Authentication)
+MessageMiddleware = _synchronous(_Message)
+XFrameOptionsMiddleware = _synchronous(_XFrameOptions)

@@ -184,17 +184,19 @@ INSTALLED_APPS = [
     "backoffice",
 ]
 
+# Django's own middleware and WhiteNoise, each declared synchronous only (ordermgmt/middleware.py
+# says why): under ASGI the chain and the view then run in one thread hop, not a dozen.
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "ordermgmt.middleware.SecurityMiddleware",
     # Static files (admin, API docs, the desk) from the app itself, in every mode: one process
     # serves the whole system, no separate web server needed.
     "ordermgmt.middleware.StaticFilesMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "ordermgmt.middleware.SessionMiddleware",
+    "ordermgmt.middleware.CommonMiddleware",
+    "ordermgmt.middleware.CsrfViewMiddleware",
+    "ordermgmt.middleware.AuthenticationMiddleware",
+    "ordermgmt.middleware.MessageMiddleware",
+    "ordermgmt.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "ordermgmt.urls"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -223,18 +224,23 @@ def test_a_batch_that_fails_midway_is_rolled_back_whole_and_the_run_goes_on() ->
     doomed_batch = {orders[2].pk, orders[3].pk}
     # A real database error in the middle of the second batch: after its orders, transitions
     # and fills were copied, when its fills are deleted.
+    # The order's id is written into the function's body (a parameter cannot be bound inside
+    # it), and the two statements go one at a time (the server binds parameters, one command a
+    # statement).
+    doomed = str(uuid.UUID(str(orders[3].pk)))
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             CREATE FUNCTION test_refuse_fill_delete() RETURNS trigger AS $$
             BEGIN
-                IF OLD.order_id = %s THEN RAISE EXCEPTION 'disk on fire'; END IF;
+                IF OLD.order_id = '{doomed}'::uuid THEN RAISE EXCEPTION 'disk on fire'; END IF;
                 RETURN OLD;
-            END $$ LANGUAGE plpgsql;
-            CREATE TRIGGER test_refuse_fill_delete BEFORE DELETE ON fills_fill
-                FOR EACH ROW EXECUTE FUNCTION test_refuse_fill_delete();
-            """,
-            [orders[3].pk],
+            END $$ LANGUAGE plpgsql
+            """
+        )
+        cursor.execute(
+            "CREATE TRIGGER test_refuse_fill_delete BEFORE DELETE ON fills_fill"
+            " FOR EACH ROW EXECUTE FUNCTION test_refuse_fill_delete()"
         )
     errors = StringIO()
     with pytest.raises(CommandError, match="1 batch"):
