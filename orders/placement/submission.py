@@ -200,21 +200,53 @@ def settle(flight: InFlight, *, actor: str, finish: Finish | None = None) -> Out
     )
 
 
-# Woken whenever this process settles a placement: a request whose order another holder of
-# the turn sent waits here for its outcome (and re-reads the database between wake-ups, for
-# a holder in another process).
-_settled = threading.Condition()
+class _SettleWaiters:
+    """Wake-ups for requests waiting for one order's outcome, by order: a request whose order
+    another holder of the turn sent waits for it (and re-reads the database between wake-ups,
+    for a holder in another process). One condition for the whole process woke every waiter at
+    every settle, and each re-read its order: under load a herd of queries for nothing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_order: dict[Any, list[threading.Event]] = {}
+
+    def register(self, order_pk: Any) -> threading.Event:
+        wake = threading.Event()
+        with self._lock:
+            self._by_order.setdefault(order_pk, []).append(wake)
+        return wake
+
+    def forget(self, order_pk: Any, wake: threading.Event) -> None:
+        with self._lock:
+            waiting = self._by_order.get(order_pk, [])
+            if wake in waiting:
+                waiting.remove(wake)
+            if not waiting:
+                self._by_order.pop(order_pk, None)
+
+    def settled(self, order_pk: Any) -> None:
+        with self._lock:
+            waiting = list(self._by_order.get(order_pk, ()))
+        for wake in waiting:
+            wake.set()
+
+
+_waiters = _SettleWaiters()
 
 
 def wait_until_settled(order: Order, *, poll_seconds: float = 0.05) -> Order:
     """The order once its placement answer is applied (it left `submitting`), or as it stands
     when the call's own time is up (then the settling thread or the stuck sweep ends it)."""
     deadline = time.monotonic() + get_gateway().config.request_timeout + _ANSWER_GRACE_SECONDS
-    while order.status == OrderStatus.SUBMITTING and time.monotonic() < deadline:
-        transaction.get_connection().close()  # back to the pool while we wait
-        with _settled:
-            _settled.wait(timeout=poll_seconds)
-        order = Order.objects.select_related("account").get(pk=order.pk)
+    wake = _waiters.register(order.pk)
+    try:
+        while order.status == OrderStatus.SUBMITTING and time.monotonic() < deadline:
+            transaction.get_connection().close()  # back to the pool while we wait
+            wake.wait(timeout=poll_seconds)
+            wake.clear()
+            order = Order.objects.select_related("account").get(pk=order.pk)
+    finally:
+        _waiters.forget(order.pk, wake)
     return order
 
 
@@ -287,8 +319,7 @@ def _conclude(
             timing.add("response", time.perf_counter() - stored)
             started += time.perf_counter() - stored
     timing.add("settling", time.perf_counter() - started)
-    with _settled:
-        _settled.notify_all()
+    _waiters.settled(order.pk)
     return Outcome(locked, status)
 
 
@@ -350,8 +381,7 @@ def _defer(order: Order, to_state: str, deferred: PlacementDeferred) -> Outcome:
         applies=lifecycle.placement_answer_applies,
         trigger=TransitionTrigger.BROKER_REST,
     )
-    with _settled:
-        _settled.notify_all()
+    _waiters.settled(order.pk)
     if released:
         return Outcome(order, deferred.http_status, deferred=deferred)
     current = Order.objects.select_related("account").get(pk=order.pk)  # moved on
