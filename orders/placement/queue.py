@@ -259,15 +259,7 @@ def _send_waiting(order: Order, *, actor: str, trigger: str) -> InFlight | None:
     own requests wait for that (`wait_until_settled`)."""
     config = settings.ORDER_MANAGEMENT
     stale_after = timedelta(seconds=config.lifecycle.stuck_after_seconds.created)
-    waiting = list(
-        Order.objects.select_related("account")
-        .filter(
-            account_id=order.account_id,
-            status=OrderStatus.CREATED,
-            account_seq__lte=_seq(order),
-        )
-        .order_by("account_seq")
-    )
+    waiting = _waiting_up_to(order)
     if all(each.pk != order.pk for each in waiting):
         return None  # ours went out in an earlier holder's turn
     now = timezone.now()
@@ -284,3 +276,31 @@ def _send_waiting(order: Order, *, actor: str, trigger: str) -> InFlight | None:
         flight.hand_over_after(TURN_HANDOVER_SECONDS)
         settle_when_answered(flight, actor=each.created_by or actor)
     return None  # ours was cancelled unsent: too old, or ended meanwhile
+
+
+def _waiting_up_to(order: Order) -> list[Order]:
+    """The account's orders still waiting to be sent, up to `order`, in sequence order, each
+    with the account (`order`'s: the same row). On PostgreSQL a statement written once: the
+    ORM compiled it afresh in every turn, a tenth of a web worker's CPU under a spread load."""
+    if connection.vendor != "postgresql":
+        return list(
+            Order.objects.select_related("account")
+            .filter(
+                account_id=order.account_id,
+                status=OrderStatus.CREATED,
+                account_seq__lte=_seq(order),
+            )
+            .order_by("account_seq")
+        )
+    waiting = list(
+        Order.objects.raw(_WAITING_SQL, [order.account_id, OrderStatus.CREATED, _seq(order)])
+    )
+    for each in waiting:
+        each.account = order.account
+    return waiting
+
+
+_WAITING_SQL = (
+    f"SELECT * FROM {Order._meta.db_table} WHERE account_id = %s AND status = %s"
+    " AND account_seq <= %s ORDER BY account_seq"
+)
