@@ -6,7 +6,6 @@ killed mid-way is taken over and finished by the next call."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from django.db import connection
 from accounts.models import AccountAudit, AccountFlatten
 from orders.models import Order
 from tests.helpers import DEMO_ACCOUNT, MARKET_BUY, MNQ, place, wait_for
-from tests.serving import ROOT, free_port
+from tests.serving import web_processes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -192,45 +191,9 @@ def poll(condition: Callable[[], object], what: str, seconds: float = 30.0) -> N
 def web_process(sim, tmp_path: Path) -> Iterator[Callable[[], tuple[subprocess.Popen, str]]]:
     """The web app (uvicorn, as in the Procfile) on the test database and the simulator, with
     a short flatten lease."""
-    config = tmp_path / "order_management.yaml"
-    config.write_text(f"orderManagement:\n  risk:\n    flattenLeaseSeconds: {LEASE_SECONDS}\n")
-    db = connection.settings_dict
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE"))},
-        "DJANGO_SETTINGS_MODULE": "ordermgmt.settings",
-        "DJANGO_SECRET_KEY": "tests",
-        "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}",
-        "DATABASE_POOL_MAX_SIZE": "4",
-        "ORDERMGMT_CONFIG": str(config),
-        "PROJECTX_API_URL": sim.base_url,
-        "PROJECTX_USER_HUB_URL": sim.user_hub_url,
-        "PROJECTX_USERNAME": "demo",
-        "PROJECTX_API_KEY": "demo-api-key",
-    }
-    started: list[subprocess.Popen] = []
-
-    def start() -> tuple[subprocess.Popen, str]:
-        port = free_port()
-        log = tmp_path / f"web-{port}.log"
-        with log.open("w") as sink:
-            process = subprocess.Popen(
-                [*UVICORN, "--port", str(port)], cwd=ROOT, env=env, stdout=sink, stderr=sink
-            )
-        started.append(process)
-        poll(
-            lambda: "Uvicorn running" in log.read_text() or process.poll() is not None,
-            "the web process to start",
-            60,
-        )
-        assert process.poll() is None, log.read_text()
-        return process, f"http://127.0.0.1:{port}"
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+    config = f"orderManagement:\n  risk:\n    flattenLeaseSeconds: {LEASE_SECONDS}\n"
+    with web_processes(sim, connection.settings_dict, tmp_path, config=config) as start:
+        yield start
 
 
 @pytest.fixture

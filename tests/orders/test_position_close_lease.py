@@ -8,10 +8,8 @@ next close request, or the stuck sweep, takes it over and finishes it from the b
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,14 +27,12 @@ from rest_framework.test import APIClient
 from accounts.models import PositionClose
 from orders.models import Order
 from tests.helpers import DEMO_ACCOUNT, LIMIT_BUY, MNQ, place
-from tests.serving import ROOT, free_port
+from tests.serving import web_processes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 LEASE_SECONDS = 2.0
 CLOSE = {"account": DEMO_ACCOUNT, "contract_id": MNQ}
-# The web process as the Procfile starts it.
-UVICORN = [sys.executable, "-m", "uvicorn", "ordermgmt.asgi:application", "--host", "127.0.0.1"]
 
 
 def wait_for(condition: Callable[[], object], what: str, seconds: float = 20.0) -> object:
@@ -63,51 +59,11 @@ def short_lease(settings) -> None:
 @pytest.fixture
 def web_process(sim, tmp_path: Path) -> Iterator[Callable[[], tuple[subprocess.Popen, str]]]:
     """Start the web app (uvicorn, as in the Procfile) on the test database and the simulator."""
-    config = tmp_path / "order_management.yaml"
-    config.write_text(
+    config = (
         f"orderManagement:\n  concurrencyControl:\n    positionCloseLeaseSeconds: {LEASE_SECONDS}\n"
     )
-    db = connection.settings_dict
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE"))},
-        "DJANGO_SETTINGS_MODULE": "ordermgmt.settings",
-        "DJANGO_SECRET_KEY": "tests",
-        "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}",
-        "DATABASE_POOL_MAX_SIZE": "4",
-        "ORDERMGMT_CONFIG": str(config),
-        "PROJECTX_API_URL": sim.base_url,
-        "PROJECTX_USER_HUB_URL": sim.user_hub_url,
-        "PROJECTX_USERNAME": "demo",
-        "PROJECTX_API_KEY": "demo-api-key",
-    }
-    started: list[subprocess.Popen] = []
-
-    def start() -> tuple[subprocess.Popen, str]:
-        port = free_port()
-        log = tmp_path / f"web-{port}.log"
-        with log.open("w") as sink:
-            process = subprocess.Popen(
-                [*UVICORN, "--port", str(port)],
-                cwd=ROOT,
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        started.append(process)
-        wait_for(
-            lambda: "Uvicorn running" in log.read_text() or process.poll() is not None,
-            "the web process to start",
-            60,
-        )
-        assert process.poll() is None, log.read_text()
-        return process, f"http://127.0.0.1:{port}"
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+    with web_processes(sim, connection.settings_dict, tmp_path, config=config) as start:
+        yield start
 
 
 def broker_is_flat(sim) -> bool:
