@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import re
 import socket
@@ -210,8 +211,7 @@ def listening_pid(port: int) -> int:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"--port" in argv and argv[argv.index(b"--port") + 1 : argv.index(b"--port") + 2] == [
-            str(port).encode()
-        ]:
+        wanted = (b"--port", str(port).encode())
+        if any(pair == wanted for pair in itertools.pairwise(argv)):
             return int(entry.name)
     raise LookupError(f"no process started with --port {port}")
