@@ -60,18 +60,26 @@ def _send_to(group: str, message: Callable[[], dict[str, Any]]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    loop = None
-    if isinstance(layer, InMemoryChannelLayer):
-        if not layer.groups.get(group):
-            # An in-process layer reaches only this process's sockets: with none open on the
-            # account (always, in a listener process of its own), there is nobody to tell.
-            return
-        loop = _loop_that_handed_us_this_work()
+    if isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(group):
+        # An in-process layer reaches only this process's sockets: with none open on the
+        # account (always, in a listener process of its own), there is nobody to tell.
+        return
+    loop = _loop_that_handed_us_this_work()
     try:
-        if loop is not None and isinstance(layer, InMemoryChannelLayer):
-            _hand_over(loop, layer, group, _in_process(message()))
-        else:
+        if loop is None:
             async_to_sync(layer.group_send)(group, message())
+        elif isinstance(layer, InMemoryChannelLayer):
+            _hand_over(loop, layer, group, _in_process(message()))
+        elif len(_pending) < _MAX_PENDING:
+            # A shared layer (Redis): the send is the loop's to finish. Waiting for it held
+            # the committed request until Redis had answered the group send's round trips,
+            # twice a placement (its `submitting` and its answer), for a page that orders
+            # rows by version anyway.
+            _hand_over(loop, layer, group, message())
+        else:
+            logger.warning(
+                "desk broadcast to %s dropped: %d sends still pending", group, _MAX_PENDING
+            )
     except Exception:  # a dead layer must never fail the write that has already committed
         logger.warning("desk broadcast to %s failed", group, exc_info=True)
 
@@ -103,7 +111,7 @@ def _loop_that_handed_us_this_work() -> asyncio.AbstractEventLoop | None:
 
 def _hand_over(
     loop: asyncio.AbstractEventLoop,
-    layer: InMemoryChannelLayer,
+    layer: Any,
     group: str,
     message: dict[str, Any],
 ) -> None:
@@ -133,6 +141,10 @@ def _hand_over(
 
 
 _pending: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+# Sends handed to the loop and not finished (a shared layer that stopped answering): beyond
+# this many, a message is dropped with a warning rather than kept without bound. A page that
+# misses one shows the row's next version, or the snapshot it takes when it reconnects.
+_MAX_PENDING = 10_000
 
 
 def _delivered(task: asyncio.Task[None]) -> None:
