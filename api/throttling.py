@@ -46,8 +46,7 @@ class PerTokenRateThrottle(UserRateThrottle):
         window, into = divmod(self.now, period)
         current, previous = f"{ident}:{int(window)}", f"{ident}:{int(window) - 1}"
         # The counter outlives its own period by one: the next period weighs it.
-        count = 1 if self.cache.add(current, 1, timeout=2 * period) else self.cache.incr(current)
-        before = self.cache.get(previous, 0)
+        count, before = self._count_and_read(current, previous, timeout=2 * period)
         weight = 1 - into / period
         if count + before * weight <= limit:
             return True
@@ -58,6 +57,16 @@ class PerTokenRateThrottle(UserRateThrottle):
         else:
             self._wait = max(1.0, period - into)  # alone over the limit: the next period
         return False
+
+    def _count_and_read(self, current: str, previous: str, *, timeout: int) -> tuple[int, int]:
+        """This period's count with this request in it, and the previous period's; in one
+        round trip where the cache is Redis (common.cache)."""
+        count_and_read = getattr(self.cache, "count_and_read", None)
+        if count_and_read is not None:
+            counted: tuple[int, int] = count_and_read(current, previous, timeout=timeout)
+            return counted
+        count = 1 if self.cache.add(current, 1, timeout=timeout) else self.cache.incr(current)
+        return count, self.cache.get(previous, 0)
 
     def wait(self) -> float | None:
         return getattr(self, "_wait", None)

@@ -4,10 +4,12 @@ what validation pays: the order's contract kept briefly (accounts.services.contr
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
@@ -19,9 +21,28 @@ from tests.helpers import LIMIT_BUY, MNQ, place
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(params=["local memory", pytest.param("redis", marks=pytest.mark.redis)])
+def throttle_cache(request):
+    """The throttle on the embedded default's cache, and on Redis (common.cache: its counters
+    in one round trip)."""
+    if request.param == "local memory":
+        yield
+        return
+    redis_url = request.getfixturevalue("redis_url")
+    shared = {
+        "default": {
+            "BACKEND": "common.cache.SharedPoolRedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": f"test-throttle-{uuid.uuid4().hex}",
+        }
+    }
+    with override_settings(CACHES=shared):
+        yield
+
+
 class TestTheThrottle:
     def test_a_burst_at_the_end_of_a_period_still_counts_at_the_start_of_the_next(
-        self, bot, monkeypatch
+        self, bot, monkeypatch, throttle_cache
     ) -> None:
         now = [60 * 28_000_000 + 50.0]  # 50 s into a minute no other test uses
         monkeypatch.setattr(PerTokenRateThrottle, "THROTTLE_RATES", {"user": "3/min"})
