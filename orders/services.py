@@ -537,6 +537,7 @@ def order_update(
 
 def order_create(
     *,
+    order_id: uuid.UUID | None = None,
     account_id: int,
     contract_id: str,
     side: str,
@@ -558,11 +559,13 @@ def order_create(
     """Store a new order in `created`. Placement (issue: placing orders) builds on this.
 
     An order placed with brackets is their entry; a mirrored bracket child is given its role
-    and entry (`orders.brackets.bracket_child_fields`)."""
+    and entry (`orders.brackets.bracket_child_fields`). `order_id`: a primary key chosen before
+    the insert (acceptance inserts the idempotency record naming it first)."""
     if bracket_role is None:
         has_brackets = stop_loss_ticks is not None or take_profit_ticks is not None
         bracket_role = BracketRole.ENTRY if has_brackets else ""
     return Order.objects.create(
+        id=order_id or uuid.uuid4(),
         stop_loss_ticks=stop_loss_ticks,
         take_profit_ticks=take_profit_ticks,
         bracket_role=bracket_role,

@@ -4,6 +4,7 @@ See docs/decisions/0002 and 0007."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from common import metrics
 from common.locking import ADVISORY_NAMESPACE_PLACEMENT, Turn, TurnTimeout, retry_on_deadlock
 from orders import idempotency, lifecycle
 from orders.exceptions import PlacementDeferred, PlacementQueueFull, PositionClosing
-from orders.locking import lock_in_order
+from orders.locking import lock_account_taking_seq
 from orders.models import IdempotencyRecord, Order, OrderStatus
 from orders.placement import timing
 from orders.placement.release import cancel_unsent, order_release_unsent, still_waiting
@@ -76,23 +77,28 @@ def accept(
     progress on the contract, the pre-trade risk checks and the next sequence number are
     decided by one writer at a time.
 
-    1. Lock the account; insert the key's idempotency record. A key used before fails here
-       with IntegrityError, before any check could refuse what is really a retry: the caller
-       answers it from the earlier request.
-    2. One statement: a close in progress, the orders waiting, and a try for the account's
-       turn (`turn`; the caller releases it on every path).
-    3. Refuse (nothing stays: the transaction rolls back), or store the order with the next
+    1. Lock the account, taking its next sequence number in the same statement.
+    2. One statement: insert the key's idempotency record (naming the order inserted in step 3;
+       the foreign key is checked at commit), and read a close in progress, the orders waiting,
+       and a try for the account's turn (`turn`; the caller releases it on every path). A key
+       used before fails here with IntegrityError, before any check could refuse what is
+       really a retry: the caller answers it from the earlier request.
+    3. Refuse (nothing stays: the transaction rolls back), or store the order with its
        sequence number. First in the queue with the turn: `submitting` at once.
     """
     config = settings.ORDER_MANAGEMENT
-    locked = lock_in_order(accounts=[account])["account"][0]
-    record = IdempotencyRecord.objects.create(
-        account=locked,
+    locked = lock_account_taking_seq(account)
+    order_pk = uuid.uuid4()  # the record names the order it is inserted with (below)
+    record, closing, waiting = _record_and_queue_state(
+        locked,
         key=key,
-        request_fingerprint=fingerprint,
+        fingerprint=fingerprint,
         expires_at=now + timedelta(seconds=config.idempotency.key_ttl_seconds),
+        order_pk=order_pk,
+        contract_id=payload.contract_id,
+        now=now,
+        turn=turn,
     )
-    closing, waiting = _queue_state(locked, payload.contract_id, now, turn)
     # A close whose lease expired (its process died) does not block: it is taken over later.
     if closing:
         raise PositionClosing(contract_id=payload.contract_id)
@@ -101,9 +107,8 @@ def accept(
     if waiting >= config.concurrency_control.max_queue_depth_per_account:
         metrics.placement_queue_rejections_total.inc()
         raise PlacementQueueFull(waiting=waiting)
-    seq = locked.last_order_seq + 1
-    Account.objects.filter(pk=locked.pk).update(last_order_seq=seq)
     order = order_create(
+        order_id=order_pk,
         account_id=locked.pk,
         contract_id=payload.contract_id,
         side=payload.side,
@@ -117,10 +122,9 @@ def accept(
         idempotency_key=key,
         custom_tag=idempotency.custom_tag_for(account_broker_id=locked.broker_account_id, key=key),
         created_by=actor,
-        account_seq=seq,
+        account_seq=locked.last_order_seq,
     )
     order.account = locked
-    IdempotencyRecord.objects.filter(pk=record.pk).update(order=order)
     record.order = order
     sending = waiting == 0 and turn.held
     if sending:
@@ -135,23 +139,42 @@ def accept(
     return Accepted(order, record, sending)
 
 
-def _queue_state(account: Account, contract_id: str, now: Any, turn: Turn) -> tuple[bool, int]:
-    """A close in progress on the contract, and how many orders wait to be sent; tries
-    the account's turn in the same statement (PostgreSQL; the local lock on SQLite).
+def _record_and_queue_state(
+    account: Account,
+    *,
+    key: str,
+    fingerprint: str,
+    expires_at: Any,
+    order_pk: uuid.UUID,
+    contract_id: str,
+    now: Any,
+    turn: Turn,
+) -> tuple[IdempotencyRecord, bool, int]:
+    """Insert the key's record; then a close in progress on the contract, how many orders
+    wait to be sent, and a try for the account's turn (PostgreSQL; the local lock on SQLite).
 
-    Plain SQL: this runs on every placement, and compiling the same query through the ORM
-    cost more CPU than the round trip it shares."""
+    On PostgreSQL one statement, written once (a CTE inserts the record): it runs on every
+    placement, and the ORM's INSERT and a compiled query cost more CPU than the round trips
+    they took. It runs once the account's lock is held (a statement of its own, before), so
+    its snapshot sees every order accepted before this one."""
+    record = IdempotencyRecord(
+        account=account,
+        key=key,
+        request_fingerprint=fingerprint,
+        expires_at=expires_at,
+        order_id=order_pk,
+    )
     quote = connection.ops.quote_name
     close_table, order_table = PositionClose._meta.db_table, Order._meta.db_table
     try_turn = turn.try_sql()
     turn_sql, turn_params = try_turn if try_turn is not None else ("NULL", [])
-    sql = (
-        f"SELECT EXISTS (SELECT 1 FROM {quote(close_table)} WHERE account_id = %s"
+    state_sql = (
+        f"EXISTS (SELECT 1 FROM {quote(close_table)} WHERE account_id = %s"
         " AND contract_id = %s AND state = %s AND lease_expires_at >= %s),"
         f" (SELECT COUNT(*) FROM {quote(order_table)} WHERE account_id = %s AND status = %s),"
         f" {turn_sql}"
     )
-    params = [
+    state_params = [
         account.pk,
         contract_id,
         PositionClose.State.IN_PROGRESS,
@@ -160,12 +183,27 @@ def _queue_state(account: Account, contract_id: str, now: Any, turn: Turn) -> tu
         OrderStatus.CREATED,
         *turn_params,
     ]
+    if connection.vendor == "postgresql":
+        fields = [f for f in IdempotencyRecord._meta.concrete_fields if not f.primary_key]
+        values = [f.get_db_prep_save(f.pre_save(record, add=True), connection) for f in fields]
+        sql = (
+            f"WITH record AS (INSERT INTO {quote(IdempotencyRecord._meta.db_table)}"
+            f" ({', '.join(quote(f.column) for f in fields)})"
+            f" VALUES ({', '.join(['%s'] * len(fields))}) RETURNING id)"
+            f" SELECT (SELECT id FROM record), {state_sql}"
+        )
+        params = [*values, *state_params]
+    else:
+        record.save(force_insert=True)
+        sql, params = f"SELECT %s, {state_sql}", [record.pk, *state_params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        closing, waiting, took = cursor.fetchone()
+        record.pk, closing, waiting, took = cursor.fetchone()
+    record._state.adding = False
+    record._state.db = connection.alias
     turn.took(bool(took))
     turn.try_local()
-    return bool(closing), int(waiting)
+    return record, bool(closing), int(waiting)
 
 
 def _seq(order: Order) -> int:
