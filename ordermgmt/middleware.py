@@ -5,8 +5,9 @@ Under ASGI, Django runs a synchronous view in a thread. An async-capable middlew
 its `process_request` and `process_response` into that thread and back: with the eight below,
 about a dozen thread hops on every request, each a wake-up of the thread and of the loop, and
 under load each costs a GIL hand-over among dozens of request threads. Declared synchronous
-only, the whole chain and the view run in one call in the request's thread: one hop there and
-one back. (No view of the system is asynchronous; the desk's WebSockets do not pass here.)
+only, the whole chain and the view run in one call in the request's thread (with the handler
+of ordermgmt/handlers.py, which builds the chain around Django's synchronous core): one hop
+there and one back. (No view of the system is asynchronous; the desk's WebSockets do not pass here.)
 
 WhiteNoise's middleware is synchronous already; it serves the static files (admin, API docs,
 the desk) from the app itself, so one process serves the whole system.
