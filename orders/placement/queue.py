@@ -33,7 +33,7 @@ from orders.placement.submission import (
     wait_until_settled,
 )
 from orders.risk import order_risk_check
-from orders.services import order_create, order_transition
+from orders.services import InitialMove, order_create
 
 # A call that has not answered this long after its request was written to the socket hands
 # the account's turn on: the broker has it, so the next order is sent after it (FIFO is the
@@ -107,6 +107,7 @@ def accept(
     if waiting >= config.concurrency_control.max_queue_depth_per_account:
         metrics.placement_queue_rejections_total.inc()
         raise PlacementQueueFull(waiting=waiting)
+    sending = waiting == 0 and turn.held
     order = order_create(
         order_id=order_pk,
         account_id=locked.pk,
@@ -123,19 +124,15 @@ def accept(
         custom_tag=idempotency.custom_tag_for(account_broker_id=locked.broker_account_id, key=key),
         created_by=actor,
         account_seq=locked.last_order_seq,
+        # First in the queue with the turn: `submitting` at once, in the same insert.
+        submitting=InitialMove(
+            trigger=trigger, actor=actor, changes={"submitted_at": timezone.now()}
+        )
+        if sending
+        else None,
     )
     order.account = locked
     record.order = order
-    sending = waiting == 0 and turn.held
-    if sending:
-        order = order_transition(
-            order_id=order.pk,
-            to_state=OrderStatus.SUBMITTING,
-            trigger=trigger,
-            actor=actor,
-            changes={"submitted_at": timezone.now()},
-            locked=order,
-        )
     return Accepted(order, record, sending)
 
 
