@@ -10,6 +10,7 @@ The models are frozen: the running system reads its tuning, it never writes it.
 
 from __future__ import annotations
 
+import functools
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
@@ -144,18 +145,24 @@ class RiskSettings(_Section):
 
     def trading_day_start(self) -> tuple[time, ZoneInfo]:
         """`tradingDayStartsAt` as (local time, zone): "HH:MM Area/City"."""
-        clock, _, zone = self.trading_day_starts_at.partition(" ")
-        try:
-            hours, minutes = (int(part) for part in clock.split(":"))
-            start = time(hours, minutes)
-        except ValueError:
-            raise ValueError(
-                'tradingDayStartsAt must read "HH:MM Area/City", e.g. "17:00 America/Chicago"'
-            ) from None
-        try:
-            return start, ZoneInfo(zone.strip())
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"tradingDayStartsAt: unknown time zone {zone.strip()!r}") from None
+        return _trading_day_start(self.trading_day_starts_at)
+
+
+@functools.lru_cache(maxsize=8)
+def _trading_day_start(text: str) -> tuple[time, ZoneInfo]:
+    # Parsed once per text: every stored fill asks for its trading day (the realized P&L).
+    clock, _, zone = text.partition(" ")
+    try:
+        hours, minutes = (int(part) for part in clock.split(":"))
+        start = time(hours, minutes)
+    except ValueError:
+        raise ValueError(
+            'tradingDayStartsAt must read "HH:MM Area/City", e.g. "17:00 America/Chicago"'
+        ) from None
+    try:
+        return start, ZoneInfo(zone.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"tradingDayStartsAt: unknown time zone {zone.strip()!r}") from None
 
 
 class BracketSettings(_Section):
