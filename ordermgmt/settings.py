@@ -64,9 +64,10 @@ else:
                 # A lock that is not free within concurrencyControl.lockTimeoutMs fails the
                 # statement instead of queueing the request behind it indefinitely.
                 "options": f"-c lock_timeout={_LOCK_TIMEOUT_MS}",
-                # Parameters bound by the server, not quoted into the text by psycopg: the same
-                # statement text each time, which psycopg prepares once per connection after
-                # its fifth use, so PostgreSQL parses and plans a placement's statements once.
+                # Parameters bound by the server, not quoted into the text by psycopg (which
+                # adapted each value in Python). Statements are not prepared: Django turns
+                # psycopg's preparing off, and turned on (prepare_threshold 5) it lowered the
+                # spread placement bench from 43.1/44.3 to 39.1/37.2 orders/s.
                 "server_side_binding": True,
                 "pool": {
                     "min_size": 1,
