@@ -336,8 +336,7 @@ class OrderWriteBatch:
 
     def flush(self) -> None:
         """Write what is staged, in the caller's transaction; after commit, tell receivers."""
-        staged, self._staged = list(self._staged.values()), {}
-        self._held = {}
+        staged = self.take_staged()
         if not staged:
             return
         for item in sorted(staged, key=lambda s: str(s.order.pk)):
