@@ -150,7 +150,7 @@ def _record_and_queue_state(
     """Insert the key's record; then a close in progress on the contract, how many orders
     wait to be sent, and a try for the account's turn (PostgreSQL; the local lock on SQLite).
 
-    On PostgreSQL one statement, written once (a CTE inserts the record): it runs on every
+    On PostgreSQL one statement, written out (a CTE inserts the record): it runs on every
     placement, and the ORM's INSERT and a compiled query cost more CPU than the round trips
     they took. It runs once the account's lock is held (a statement of its own, before), so
     its snapshot sees every order accepted before this one."""
