@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 MES = "CON.F.US.MES.Z26"
 FLATTEN = f"/api/v1/accounts/{DEMO_ACCOUNT}/flatten"
 LEASE_SECONDS = 2.0
-UVICORN = [sys.executable, "-m", "uvicorn", "ordermgmt.asgi:application", "--host", "127.0.0.1"]
 
 
 def working_at_broker(sim) -> list[dict]:
