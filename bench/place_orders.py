@@ -142,9 +142,8 @@ def web_cpu_seconds(app_url: str) -> float:
     return tree_cpu_seconds(listening_pid(int(app_url.rsplit(":", 1)[1])))
 
 
-def print_cpu(app_url: str, cpu_before: float, placements: int) -> None:
-    used = web_cpu_seconds(app_url) - cpu_before
-    print(f"  web workers' CPU       {used / placements * 1000:7.1f} ms per request")
+def print_cpu(used_seconds: float, count: int, per: str = "request") -> None:
+    print(f"  web workers' CPU       {used_seconds / count * 1000:7.1f} ms per {per}")
 
 
 def broker_seconds(sim_url: str) -> dict[int, float]:
@@ -221,7 +220,7 @@ def single(app_url: str, sim_url: str, token: str, args: argparse.Namespace, run
         None,
     )
     print_latency("system's own time", own, 0.005, 0.015)
-    print(f"  web workers' CPU       {cpu_single / len(samples) * 1000:7.1f} ms per placement")
+    print_cpu(cpu_single, len(samples), "placement")
     cpu_before = web_cpu_seconds(app_url)
     replays = run(
         app_url,
@@ -231,7 +230,7 @@ def single(app_url: str, sim_url: str, token: str, args: argparse.Namespace, run
         key_prefix=f"{run_id}-single",
     )
     print_latency("replay", [s.latency for s in replays], 0.004)
-    print_cpu(app_url, cpu_before, len(replays))
+    print_cpu(web_cpu_seconds(app_url) - cpu_before, len(replays))
     print(
         f"  responses              {dict(Counter(s.status for s in samples))}, replays "
         f"{dict(Counter((s.status, s.replayed) for s in replays))}"
@@ -264,7 +263,7 @@ def load(
     duplicates, out_of_order = check_broker(database, sim_url, accounts)
     target = f"   target {verdict(rate >= rate_target)} >={rate_target:.0f}" if rate_target else ""
     print(f"  throughput             {rate:7.1f} orders/s ({elapsed:.1f} s){target}")
-    print(f"  web workers' CPU       {cpu_used / orders * 1000:7.1f} ms per request")
+    print_cpu(cpu_used, orders)
     print_latency("API latency", [s.latency for s in samples], None, p99_target)
     placed = [s.latency for s in samples if s.status != 429]
     if len(placed) != len(samples):
