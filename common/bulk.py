@@ -1,11 +1,12 @@
-"""Many rows in one INSERT, cheaply.
+"""Many rows in one INSERT or UPDATE, cheaply.
 
 Django's `bulk_create` and a multi-row `VALUES (%s, ...), (%s, ...)` both bind one parameter per
 cell: for a batch of a thousand fills the driver splits, adapts and sends tens of thousands of
 placeholders, which cost more than the insert. On PostgreSQL `insert_rows` binds one array per
 column instead (`INSERT ... SELECT * FROM unnest(%s::bigint[], %s::numeric[], ...)`), so the
 query text and its parsing stay the same size whatever the number of rows. Elsewhere (the
-embedded SQLite), and for a single row, it is a multi-row VALUES.
+embedded SQLite), and for a single row, it is a multi-row VALUES. `update_rows` is the same for
+an UPDATE of many rows, each to its own values, on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -71,6 +72,57 @@ def _insert_unnest(
             f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){tail}", params
         )
         return list(cursor.fetchall()) if cursor.description else []
+
+
+def update_rows(
+    model: type[models.Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    guard: str,
+) -> set[Any]:
+    """UPDATE many rows of `model` to values of their own, in one statement (PostgreSQL only).
+
+    Each row is (primary key, expected value of the `guard` column, then one value per name in
+    `fields`); a row is written only where its guard column still holds the expected value
+    (`WHERE pk = key AND guard = expected`), as a one-row conditional UPDATE would. Returns
+    the primary keys of the rows written: a key missing from it lost its condition.
+    """
+    if not rows:
+        return set()
+    if connection.vendor != "postgresql":
+        raise NotImplementedError("update_rows binds arrays: PostgreSQL only")
+    meta = model._meta
+    quote = connection.ops.quote_name
+    pk = _concrete(meta.pk)
+    columns = [
+        pk,
+        _concrete(meta.get_field(guard)),
+        *(_concrete(meta.get_field(n)) for n in fields),
+    ]
+    arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in columns)
+    aliases = [f"v{i}" for i in range(len(columns))]
+    assignments = ", ".join(
+        f"{quote(field.column)} = source.{alias}"
+        for field, alias in zip(columns[2:], aliases[2:], strict=True)
+    )
+    json_columns = {i for i, f in enumerate(columns) if isinstance(f, models.JSONField)}
+    params = [
+        [None if v is None else Jsonb(v) for v in column] if i in json_columns else list(column)
+        for i, column in enumerate(zip(*rows, strict=True))
+    ]
+    table = quote(meta.db_table)
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS target SET {assignments} "
+            f"FROM unnest({arrays}) AS source({', '.join(aliases)}) "
+            f"WHERE target.{quote(pk.column)} = source.v0 "
+            f"AND target.{quote(columns[1].column)} = source.v1 "
+            f"RETURNING target.{quote(pk.column)}",
+            params,
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _insert_values(

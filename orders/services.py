@@ -27,7 +27,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_fsm import TransitionNotAllowed
 
-from common.bulk import insert_rows
+from common.bulk import insert_rows, update_rows
 from orders import lifecycle
 from orders.exceptions import IllegalTransition, VersionConflict
 from orders.models import (
@@ -339,8 +339,7 @@ class OrderWriteBatch:
         staged = self.take_staged()
         if not staged:
             return
-        for item in sorted(staged, key=lambda s: str(s.order.pk)):
-            _update_row(item.order, item.changed, item.version_at_lock)
+        _update_rows(staged)
         _insert_audit_rows(staged)
         transaction.on_commit(lambda: _announce(staged))
 
@@ -349,6 +348,38 @@ class OrderWriteBatch:
         staged, self._staged = list(self._staged.values()), {}
         self._held = {}
         return staged
+
+
+def _update_rows(staged: list[_StagedOrder]) -> None:
+    """The staged orders' UPDATEs, each conditional on the version the order was locked at.
+
+    On PostgreSQL, orders writing the same columns share one statement (`bulk.update_rows`):
+    a batch of fills across twenty orders is one UPDATE, not twenty round trips. An order is
+    written exactly as alone: the same columns, from the same version.
+    """
+    by_columns: dict[tuple[str, ...], list[_StagedOrder]] = {}
+    for item in sorted(staged, key=lambda s: str(s.order.pk)):
+        names = tuple(sorted({*_ALWAYS_WRITTEN, *item.changed}))
+        by_columns.setdefault(names, []).append(item)
+    for names, items in by_columns.items():
+        if connection.vendor != "postgresql" or len(items) == 1:
+            for item in items:
+                _update_row(item.order, item.changed, item.version_at_lock)
+            continue
+        attnames = [_ORDER_FIELDS[name].attname for name in names]
+        written = update_rows(
+            Order,
+            names,
+            [
+                [item.order.pk, item.version_at_lock, *(getattr(item.order, a) for a in attnames)]
+                for item in items
+            ],
+            guard="version",
+        )
+        for item in items:
+            if item.order.pk not in written:
+                current = Order.objects.get(pk=item.order.pk)
+                raise VersionConflict(current=current, expected_version=item.version_at_lock)
 
 
 def _insert_audit_rows(staged: list[_StagedOrder]) -> None:

@@ -50,3 +50,35 @@ def test_two_threads_from_the_same_version_exactly_one_wins(targets: tuple[str, 
     assert stored.version == 2
     assert stored.status == winners[0].status
     assert list(stored.transitions.values_list("version", flat=True)) == [2]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_over_several_orders_writes_each_from_its_own_version_or_none() -> None:
+    # The listener's batches write many orders in one UPDATE: each row still only from the
+    # version it was locked at. One whose row moved underneath fails the whole batch, and
+    # nothing of it is stored; without that, each order carries exactly its own writes.
+    from django.db import transaction
+
+    from orders.services import order_update, order_writes_batched
+
+    first, second, third = (make_order(size=5) for _ in range(3))
+
+    def write_batch(*, move_underneath: Order | None) -> None:
+        with transaction.atomic(), order_writes_batched() as batch:
+            for order, size in ((first, 7), (second, 8), (third, 9)):
+                locked = batch.hold(Order.objects.select_for_update().get(pk=order.pk))
+                order_update(
+                    order_id=order.pk, changes={"size": size}, trigger="api", locked=locked
+                )
+            if move_underneath is not None:
+                Order.objects.filter(pk=move_underneath.pk).update(version=99)
+
+    with pytest.raises(VersionConflict):
+        write_batch(move_underneath=second)
+    assert [Order.objects.get(pk=o.pk).size for o in (first, second, third)] == [5, 5, 5]
+
+    write_batch(move_underneath=None)
+    stored = [Order.objects.get(pk=o.pk) for o in (first, second, third)]
+    assert [(o.size, o.version) for o in stored] == [(7, 2), (8, 2), (9, 2)]
+    assert [o.transitions.count() for o in stored] == [1, 1, 1]
