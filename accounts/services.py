@@ -410,6 +410,11 @@ def _loss_limit_may_act(account_id: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(_LOSS_LIMIT_FIELDS_SQL, [account_id])
         row = cursor.fetchone()
+    return _loss_limit_fields_may_act(row)
+
+
+def _loss_limit_fields_may_act(row: tuple[Any, ...] | None) -> bool:
+    """`_loss_limit_may_act` for the account's fields as read (`_LOSS_LIMIT_FIELDS_SQL`)."""
     if row is None:
         return False
     limit, state, cause, day = row
@@ -438,7 +443,9 @@ def realized_pnl_add(*, account_id: int, entries: Iterable[RealizedEntry]) -> No
     batches never wait on each other in a circle). The loss limit is checked after commit, in
     a transaction of its own (the fills code holds order locks, taken after the account's in
     the hierarchy); acceptance checks it again under the account's lock, so a check lost with
-    a crash is made by the next order anyway.
+    a crash is made by the next order anyway. Whether there is anything to check is read by
+    the same statement on PostgreSQL (the upsert in a WITH, the account's limit fields read
+    after it): an account without a loss limit costs no query after commit.
     """
     totals: dict[tuple[date, str], list[Any]] = {}
     for entry in entries:
@@ -465,21 +472,29 @@ def realized_pnl_add(*, account_id: int, entries: Iterable[RealizedEntry]) -> No
             trades,
             now,
         ]
+    upsert = f"""
+        INSERT INTO {table} (account_id, contract_id, trading_day, profit_and_loss, fees,
+                             trades, updated_at)
+        VALUES {values}
+        ON CONFLICT (account_id, trading_day, contract_id) DO UPDATE SET
+            profit_and_loss = {table}.profit_and_loss + EXCLUDED.profit_and_loss,
+            fees = {table}.fees + EXCLUDED.fees,
+            trades = {table}.trades + EXCLUDED.trades,
+            updated_at = EXCLUDED.updated_at
+        """
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {table} (account_id, contract_id, trading_day, profit_and_loss, fees,
-                                 trades, updated_at)
-            VALUES {values}
-            ON CONFLICT (account_id, trading_day, contract_id) DO UPDATE SET
-                profit_and_loss = {table}.profit_and_loss + EXCLUDED.profit_and_loss,
-                fees = {table}.fees + EXCLUDED.fees,
-                trades = {table}.trades + EXCLUDED.trades,
-                updated_at = EXCLUDED.updated_at
-            """,
-            params,
-        )
-    transaction.on_commit(lambda: _loss_limit_check_after_commit(account_id))
+        if connection.vendor == "postgresql":
+            # A data-modifying WITH runs to completion whether or not the query reads it.
+            cursor.execute(
+                f"WITH upserted AS ({upsert} RETURNING 1) {_LOSS_LIMIT_FIELDS_SQL}",
+                [*params, account_id],
+            )
+            may_act = _loss_limit_fields_may_act(cursor.fetchone())
+        else:  # SQLite has no INSERT inside WITH
+            cursor.execute(upsert, params)
+            may_act = _loss_limit_may_act(account_id)
+    if may_act:
+        transaction.on_commit(lambda: _loss_limit_check_after_commit(account_id))
 
 
 def _loss_limit_check_after_commit(account_id: int) -> None:
