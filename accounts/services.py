@@ -260,13 +260,25 @@ def positions_reconcile(
 
 
 def account_apply(*, wire: WireAccount) -> None:
-    with atomic_statement():
-        Account.objects.filter(broker_account_id=wire.id).update(
-            name=wire.name,
-            balance=wire.balance,
-            can_trade=wire.can_trade,
-            version=F("version") + 1,
+    """The broker's figures for the account (absolute: the newest says it all)."""
+    # One statement written once: the ORM compiled this UPDATE afresh for every batch of
+    # fills (every fill comes with an account event), a tenth of a one-fill batch's CPU.
+    with atomic_statement(), connection.cursor() as cursor:
+        cursor.execute(
+            _ACCOUNT_APPLY_SQL,
+            [
+                wire.name,
+                connection.ops.adapt_decimalfield_value(wire.balance, **MONEY_DIGITS),
+                wire.can_trade,
+                wire.id,
+            ],
         )
+
+
+_ACCOUNT_APPLY_SQL = (
+    f"UPDATE {Account._meta.db_table} SET name = %s, balance = %s, can_trade = %s, "
+    "version = version + 1 WHERE broker_account_id = %s"
+)
 
 
 # --- Trading states and the realized P&L of the day (the risk checks read them) -------------
