@@ -83,6 +83,11 @@ class CommitWatch:
     def _run(self) -> None:
         last_id = 0
         with psycopg.connect(self.dsn, autocommit=True) as conn:
+            # A range scan of the primary key, never a sequential scan: the table grows from
+            # empty faster than autovacuum analyzes it, and without statistics the planner read
+            # the whole table on every poll (40% of one of the machine's two cores, taken from
+            # the listener it measures, and polls 6 ms apart instead of 2).
+            conn.execute("SET enable_seqscan = off")
             while not self._stop.is_set():
                 rows = conn.execute(
                     "SELECT id, broker_trade_id FROM fills_fill WHERE id > %s ORDER BY id",
