@@ -291,3 +291,30 @@ def test_our_own_order_acknowledged_on_the_stream_first_is_found_by_custom_tag()
     assert result.order.pk == order.pk
     assert result.order.broker_order_id == 777
     assert Order.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_orders_a_batch_locks_read_exactly_as_the_orm_reads_them() -> None:
+    # A batch builds its locked orders from the raw row (no ORM query) and writes them back
+    # from memory: every field must come out as the ORM would give it, or a batch would
+    # store a value the ORM never read (a JSON column as text, a naive time, a str for a UUID).
+    from django.db import transaction
+
+    from fills.services import _orders_locked
+
+    order = working_order(size=7)
+    order_update(
+        order_id=order.pk,
+        changes={"filled_size": 2, "avg_fill_price": Decimal("21000.125"), "overfilled": False},
+        trigger="broker-stream",
+    )
+    tagged = make_order(account=order.account, custom_tag="bot-1:abc", size=3)
+    with transaction.atomic():
+        locked = _orders_locked(order.account, {order.broker_order_id}, {"bot-1:abc"})
+    expected = [Order.objects.get(pk=order.pk), Order.objects.get(pk=tagged.pk)]
+    expected.sort(key=lambda o: o.pk)
+    for got, want in zip(locked, expected, strict=True):
+        for field in Order._meta.concrete_fields:
+            ours, theirs = getattr(got, field.attname), getattr(want, field.attname)
+            assert (type(ours), ours) == (type(theirs), theirs), field.name
