@@ -65,6 +65,16 @@ class Fill(FillColumns):
         ]
         indexes = [
             models.Index(fields=["account", "broker_order_id"], name="fill_account_broker_order"),
+            # The sweep's orphans (fills whose order we do not know yet, a handful among all
+            # the fills ever stored), read every sweep. The foreign key's index serves that
+            # query only once the planner has statistics: on a table not analyzed yet (a new
+            # deployment's first minutes, every bench run) it read all the fills each sweep,
+            # 84 ms a sweep at 200,000 fills against 1.1 ms with this index.
+            models.Index(
+                fields=["account", "broker_order_id"],
+                condition=models.Q(order__isnull=True),
+                name="fill_orphan",
+            ),
         ]
 
     def __str__(self) -> str:
