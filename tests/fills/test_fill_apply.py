@@ -8,7 +8,7 @@ import random
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from fills.models import Fill
 from fills.services import (
     FillOutcome,
+    _orders_locked,
     average_price,
     fill_apply,
     fill_totals,
@@ -299,10 +300,6 @@ def test_the_orders_a_batch_locks_read_exactly_as_the_orm_reads_them() -> None:
     # A batch builds its locked orders from the raw row (no ORM query) and writes them back
     # from memory: every field must come out as the ORM would give it, or a batch would
     # store a value the ORM never read (a JSON column as text, a naive time, a str for a UUID).
-    from django.db import transaction
-
-    from fills.services import _orders_locked
-
     order = working_order(size=7)
     order_update(
         order_id=order.pk,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from orders.exceptions import VersionConflict
 from orders.models import Order
-from orders.services import order_transition
+from orders.services import order_transition, order_update, order_writes_batched
 from tests.factories import make_order
 
 
@@ -58,10 +58,6 @@ def test_a_batch_over_several_orders_writes_each_from_its_own_version_or_none() 
     # The listener's batches write many orders in one UPDATE: each row still only from the
     # version it was locked at. One whose row moved underneath fails the whole batch, and
     # nothing of it is stored; without that, each order carries exactly its own writes.
-    from django.db import transaction
-
-    from orders.services import order_update, order_writes_batched
-
     first, second, third = (make_order(size=5) for _ in range(3))
 
     def write_batch(*, move_underneath: Order | None) -> None:
