@@ -384,15 +384,14 @@ class SignalRHub(Generic[EventT]):
         settings = self.settings
         next_ping = loop.time() + settings.ping_interval
         while not connection.closing:
-            if connection.handshake_done:
-                silence_limit = settings.client_timeout
-                deadline = connection.last_received + silence_limit
-            else:
-                silence_limit = min(settings.handshake_timeout, settings.client_timeout)
-                deadline = connection.last_received + silence_limit
-            await asyncio.sleep(max(0.0, min(next_ping, deadline) - loop.time()))
+            await asyncio.sleep(
+                max(0.0, min(next_ping, self._silence_deadline(connection)) - loop.time())
+            )
             now = loop.time()
-            if now >= connection.last_received + silence_limit and not connection.closing:
+            # The limit as it is now, not as it was before the sleep: a handshake that arrived
+            # meanwhile gives the client the whole client timeout (a limit kept from before
+            # the handshake cut a client off at the handshake timeout, as it sent its ping).
+            if now >= self._silence_deadline(connection) and not connection.closing:
                 message = (
                     "Server timeout elapsed without receiving a message from the client."
                     if connection.handshake_done
@@ -404,6 +403,15 @@ class SignalRHub(Generic[EventT]):
                 if connection.handshake_done:
                     self._enqueue(connection, _PING_FRAME)
                 next_ping = now + settings.ping_interval
+
+    def _silence_deadline(self, connection: HubConnection) -> float:
+        """When the connection's silence ends it: the client timeout after the last message,
+        or the (shorter) handshake timeout while the handshake is still awaited."""
+        settings = self.settings
+        limit = settings.client_timeout
+        if not connection.handshake_done:
+            limit = min(settings.handshake_timeout, limit)
+        return connection.last_received + limit
 
     def _enqueue(self, connection: HubConnection, item: object) -> None:
         if connection.closing and item is not _CLOSE_SOCKET:

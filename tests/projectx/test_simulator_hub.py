@@ -13,7 +13,7 @@ import pytest
 
 from projectx.enums import EVENT_ACCOUNT, EVENT_ORDER, EVENT_POSITION, EVENT_TRADE, OrderStatus
 from projectx.simulator import DEMO_ACCOUNT_ID, DEMO_CONTRACT_ID, GatewaySimulator
-from projectx.simulator.testing import RawHubClient, api_client, running_simulator
+from projectx.simulator.testing import HANDSHAKE, RawHubClient, api_client, running_simulator
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -375,6 +375,31 @@ def test_client_pings_keep_the_connection_alive() -> None:
                     await client.send({"type": 6})
                     await asyncio.sleep(0.15)
                 assert (await client.call("SubscribeAccounts"))["result"] is None
+
+        run(scenario)
+
+
+def test_a_client_silent_after_its_handshake_has_the_whole_client_timeout() -> None:
+    # The handshake has a shorter limit than the silence after it. A listener that shook hands
+    # and then pinged at 15 s, as every SignalR client does, was cut off at 15 s by the
+    # handshake's limit: about one run in six under load, a reconnect and a catch-up.
+    with running_simulator(
+        ping_interval=30.0, client_timeout=1.5, handshake_timeout=0.3
+    ) as simulator:
+        token = simulator.issue_token("demo")
+
+        async def scenario() -> None:
+            client = await RawHubClient.connect(simulator.user_hub_url, token, handshake=None)
+            await client.send_raw(HANDSHAKE)
+            assert await client.receive(2) == {}
+            handshaken = time.monotonic()
+            message = await client.receive(5)
+            silent_for = time.monotonic() - handshaken
+            # should close for the silence only once the client timeout has passed
+            assert message["type"] == 7
+            assert "Server timeout elapsed" in message["error"]
+            assert 1.3 <= silent_for < 3.0, silent_for
+            await client.close()
 
         run(scenario)
 
