@@ -30,7 +30,7 @@ from accounts.gateway import get_gateway
 from accounts.models import Account
 from accounts.services import RealizedEntry, realized_pnl_add
 from common import metrics
-from common.bulk import insert_rows
+from common.bulk import column_list, fetch_instances, insert_rows
 from fills.averages import add_to_notional, average_price, fill_totals
 from fills.models import Fill
 from orders import brackets, lifecycle
@@ -437,20 +437,13 @@ def _orders_locked(account: Account, broker_order_ids: set[int], tags: set[str])
             .filter(match)
             .order_by("pk")
         )
-    with connection.cursor() as cursor:
-        cursor.execute(_LOCK_ORDERS_SQL, [account.pk, sorted(broker_order_ids), sorted(tags)])
-        rows = cursor.fetchall()
-    # Built as the ORM would (`from_db`), without its RawQuerySet: no column of an order needs
-    # a converter on PostgreSQL, and resolving the columns to fields per batch cost more than
-    # the statement's round trip.
-    return [Order.from_db(connection.alias, _ORDER_ATTNAMES, row[:-1]) for row in rows]
+    return fetch_instances(
+        Order, _LOCK_ORDERS_SQL, [account.pk, sorted(broker_order_ids), sorted(tags)]
+    )
 
 
-_ORDER_ATTNAMES = [f.attname for f in Order._meta.concrete_fields]
 _LOCK_ORDERS_SQL = (
-    "SELECT "
-    + ", ".join(f'"{f.column}"' for f in Order._meta.concrete_fields)
-    + ", set_config('synchronous_commit', 'off', true) AS _commit "
+    f"SELECT {column_list(Order)}, set_config('synchronous_commit', 'off', true) AS _commit "
     f"FROM {Order._meta.db_table} WHERE account_id = %s "
     "AND (broker_order_id = ANY(%s::bigint[]) OR custom_tag = ANY(%s::varchar[])) "
     f"ORDER BY {Order._meta.pk.column} FOR UPDATE"

@@ -14,6 +14,7 @@ from django.db import connection
 
 from accounts.models import Account, Position
 from common import metrics
+from common.bulk import column_list, fetch_instances
 from orders.models import Order
 
 
@@ -59,11 +60,11 @@ def _locked_rows(model: type[Any], keys: list[Any]) -> list[Any]:
     if sql is None:
         pk = model._meta.pk
         sql = _LOCK_SQL[model] = (
-            f"SELECT * FROM {connection.ops.quote_name(model._meta.db_table)} "
+            f"SELECT {column_list(model)} FROM {connection.ops.quote_name(model._meta.db_table)} "
             f"WHERE {pk.column} = ANY(%s::{pk.db_type(connection)}[]) "
             f"ORDER BY {pk.column} FOR UPDATE"
         )
-    return list(model.objects.raw(sql, [keys]))
+    return fetch_instances(model, sql, [keys])
 
 
 _LOCK_SQL: dict[type[Any], str] = {}
@@ -79,7 +80,7 @@ def lock_account_taking_seq(account: Any) -> Account:
     pk = getattr(account, "pk", account)
     started = time.perf_counter()
     if connection.vendor == "postgresql":
-        (locked,) = Account.objects.raw(_TAKE_SEQ_SQL, [pk])
+        (locked,) = fetch_instances(Account, _TAKE_SEQ_SQL, [pk])
     else:
         (locked,) = _locked_rows(Account, [pk])
         locked.last_order_seq += 1
@@ -91,5 +92,5 @@ def lock_account_taking_seq(account: Any) -> Account:
 
 _TAKE_SEQ_SQL = (
     f"UPDATE {Account._meta.db_table} SET last_order_seq = last_order_seq + 1 "
-    f"WHERE {Account._meta.pk.column} = %s RETURNING *"
+    f"WHERE {Account._meta.pk.column} = %s RETURNING {column_list(Account)}"
 )

@@ -17,7 +17,7 @@ import contextlib
 import contextvars
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -27,7 +27,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_fsm import TransitionNotAllowed
 
-from common.bulk import insert_rows, update_rows
+from common.bulk import Along, insert_rows, update_row, update_rows
 from orders import lifecycle
 from orders.exceptions import IllegalTransition, VersionConflict
 from orders.models import (
@@ -185,8 +185,7 @@ def _write(
 
     # Conditional UPDATE: the row lock makes a lost race impossible here, but the version
     # filter keeps the rule "every write is conditional on the version" true for every writer.
-    _update_row(order, changes.keys(), previous_version)
-    _insert_transition(record)
+    _update_row(order, changes.keys(), previous_version, [record])
     committed_order = order
     transaction.on_commit(
         lambda: order_changed.send(
@@ -221,26 +220,32 @@ _ALWAYS_WRITTEN = ("status", "state_entered_at", "version", "last_server_ts", "u
 _ORDER_FIELDS = {f.name: f for f in Order._meta.concrete_fields}
 
 
-def _update_row(order: Order, changed: Iterable[str], previous_version: int) -> None:
-    """UPDATE ... WHERE id = %s AND version = %s, written directly: every order write (each
+def _update_row(
+    order: Order,
+    changed: Iterable[str],
+    previous_version: int,
+    records: Sequence[OrderTransition] = (),
+) -> None:
+    """UPDATE ... WHERE id = %s AND version = %s, written directly, with the write's audit
+    rows inserted by the same statement (`bulk.update_row`): every order write (each
     placement's, each batch of fills') goes through here, and building the ORM's UPDATE was
-    the larger part of its cost."""
+    the larger part of its cost. A lost condition writes neither."""
     fields = [_ORDER_FIELDS[name] for name in sorted({*_ALWAYS_WRITTEN, *changed})]
-    quote = connection.ops.quote_name
-    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
-    values = [f.get_db_prep_save(getattr(order, f.attname), connection) for f in fields]
-    pk = Order._meta.pk
-    assert pk is not None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {quote(Order._meta.db_table)} SET {assignments} "  # column names only
-            f"WHERE {quote(pk.column)} = %s AND {quote('version')} = %s",
-            [*values, pk.get_db_prep_value(order.pk, connection), previous_version],
-        )
-        updated = cursor.rowcount
-    if updated != 1:
+    written, audit_ids = update_row(
+        Order,
+        {f.name: getattr(order, f.attname) for f in fields},
+        key=order.pk,
+        guard="version",
+        expected=previous_version,
+        along=_audit_rows(records),
+    )
+    if not written:
         current = Order.objects.get(pk=order.pk)
         raise VersionConflict(current=current, expected_version=previous_version)
+    if len(records) == 1:
+        (records[0].pk,) = audit_ids
+        records[0]._state.adding = False
+        records[0]._state.db = connection.alias
 
 
 _TRANSITION_COLUMNS = (
@@ -257,19 +262,6 @@ _TRANSITION_COLUMNS = (
     "server_ts",
     "version",
 )
-
-
-def _insert_transition(record: OrderTransition) -> None:
-    """The audit row, by one statement of fixed shape (`insert_rows`) instead of the ORM's
-    `save()`, whose INSERT was built afresh for each write: a fifth of the CPU of a placement."""
-    ((record.pk,),) = insert_rows(
-        OrderTransition,
-        _TRANSITION_COLUMNS,
-        [[getattr(record, name) for name in _TRANSITION_COLUMNS]],
-        returning=("id",),
-    )
-    record._state.adding = False
-    record._state.db = connection.alias
 
 
 @dataclass
@@ -339,8 +331,7 @@ class OrderWriteBatch:
         staged = self.take_staged()
         if not staged:
             return
-        _update_rows(staged)
-        _insert_audit_rows(staged)
+        _write_staged(staged)
         transaction.on_commit(lambda: _announce(staged))
 
     def take_staged(self) -> list[_StagedOrder]:
@@ -350,12 +341,13 @@ class OrderWriteBatch:
         return staged
 
 
-def _update_rows(staged: list[_StagedOrder]) -> None:
-    """The staged orders' UPDATEs, each conditional on the version the order was locked at.
+def _write_staged(staged: list[_StagedOrder]) -> None:
+    """The staged orders' UPDATEs, each conditional on the version the order was locked at,
+    each order's audit rows inserted by the statement that writes it.
 
     On PostgreSQL, orders writing the same columns share one statement (`bulk.update_rows`):
-    a batch of fills across twenty orders is one UPDATE, not twenty round trips. An order is
-    written exactly as alone: the same columns, from the same version.
+    a batch of fills across twenty orders is one UPDATE with its audit rows, not twenty round
+    trips. An order is written exactly as alone: the same columns, from the same version.
     """
     by_columns: dict[tuple[str, ...], list[_StagedOrder]] = {}
     for item in sorted(staged, key=lambda s: str(s.order.pk)):
@@ -364,7 +356,7 @@ def _update_rows(staged: list[_StagedOrder]) -> None:
     for names, items in by_columns.items():
         if connection.vendor != "postgresql" or len(items) == 1:
             for item in items:
-                _update_row(item.order, item.changed, item.version_at_lock)
+                _update_row(item.order, item.changed, item.version_at_lock, item.records)
             continue
         attnames = [_ORDER_FIELDS[name].attname for name in names]
         written = update_rows(
@@ -375,11 +367,21 @@ def _update_rows(staged: list[_StagedOrder]) -> None:
                 for item in items
             ],
             guard="version",
+            along=_audit_rows([record for item in items for record in item.records]),
         )
         for item in items:
             if item.order.pk not in written:
                 current = Order.objects.get(pk=item.order.pk)
                 raise VersionConflict(current=current, expected_version=item.version_at_lock)
+
+
+def _audit_rows(records: Sequence[OrderTransition]) -> Along:
+    return Along(
+        OrderTransition,
+        _TRANSITION_COLUMNS,
+        [[getattr(record, name) for name in _TRANSITION_COLUMNS] for record in records],
+        link="order_id",
+    )
 
 
 def _insert_audit_rows(staged: list[_StagedOrder]) -> None:

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import Account, PositionClose
 from common import metrics
+from common.bulk import column_list, fetch_instances
 from common.locking import ADVISORY_NAMESPACE_PLACEMENT, Turn, TurnTimeout, retry_on_deadlock
 from orders import idempotency, lifecycle
 from orders.exceptions import PlacementDeferred, PlacementQueueFull, PositionClosing
@@ -327,8 +328,8 @@ def _waiting_up_to(order: Order) -> list[Order]:
             )
             .order_by("account_seq")
         )
-    waiting = list(
-        Order.objects.raw(_WAITING_SQL, [order.account_id, OrderStatus.CREATED, _seq(order)])
+    waiting = fetch_instances(
+        Order, _WAITING_SQL, [order.account_id, OrderStatus.CREATED, _seq(order)]
     )
     for each in waiting:
         each.account = order.account
@@ -336,6 +337,6 @@ def _waiting_up_to(order: Order) -> list[Order]:
 
 
 _WAITING_SQL = (
-    f"SELECT * FROM {Order._meta.db_table} WHERE account_id = %s AND status = %s"
+    f"SELECT {column_list(Order)} FROM {Order._meta.db_table} WHERE account_id = %s AND status = %s"
     " AND account_seq <= %s ORDER BY account_seq"
 )

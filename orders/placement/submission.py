@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.gateway import get_gateway
+from common.bulk import column_list, fetch_instances
 from orders import brackets, lifecycle, wire
 from orders.exceptions import PlacementDeferred
 from orders.locking import lock_in_order
@@ -337,12 +338,12 @@ def _lock_committing_without_waiting_for_the_disk(order: Order) -> Order:
     if transaction.get_connection().vendor != "postgresql":
         return Order.objects.select_for_update().get(pk=order.pk)
     # Written once, not compiled by the ORM for every answer.
-    (locked,) = Order.objects.raw(_LOCK_ORDER_ASYNC_COMMIT_SQL, [order.pk])
+    (locked,) = fetch_instances(Order, _LOCK_ORDER_ASYNC_COMMIT_SQL, [order.pk])
     return locked
 
 
 _LOCK_ORDER_ASYNC_COMMIT_SQL = (
-    "SELECT *, set_config('synchronous_commit', 'off', true) AS _commit "
+    f"SELECT {column_list(Order)}, set_config('synchronous_commit', 'off', true) AS _commit "
     f"FROM {Order._meta.db_table} WHERE {Order._meta.pk.column} = %s FOR UPDATE"
 )
 

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection, transaction
 
 from orders.exceptions import VersionConflict
-from orders.models import Order
+from orders.models import Order, OrderTransition
 from orders.services import order_transition, order_update, order_writes_batched
 from tests.factories import make_order
 
@@ -78,3 +78,22 @@ def test_a_batch_over_several_orders_writes_each_from_its_own_version_or_none() 
     stored = [Order.objects.get(pk=o.pk) for o in (first, second, third)]
     assert [(o.size, o.version) for o in stored] == [(7, 2), (8, 2), (9, 2)]
     assert [o.transitions.count() for o in stored] == [1, 1, 1]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("orders", [1, 2], ids=["one order", "two orders in one statement"])
+def test_a_write_that_loses_its_version_stores_no_audit_row_for_it(orders: int) -> None:
+    # The audit rows go in with the UPDATE they record, in one statement: one that lost its
+    # version condition must leave no history row behind, even in a transaction that goes on.
+    mine, *others = (make_order(size=5) for _ in range(orders))
+
+    with transaction.atomic():
+        with pytest.raises(VersionConflict), order_writes_batched() as batch:
+            for order in (mine, *others):
+                locked = batch.hold(Order.objects.select_for_update().get(pk=order.pk))
+                order_update(order_id=order.pk, changes={"size": 7}, trigger="api", locked=locked)
+            Order.objects.filter(pk=mine.pk).update(version=99)  # another writer, in effect
+        # should have stored nothing for the write that lost, in the same transaction
+        assert not OrderTransition.objects.filter(order_id=mine.pk).exists()
+        assert Order.objects.get(pk=mine.pk).size == 5
