@@ -131,26 +131,65 @@ def update_row(
                 return False, []
         inserted = insert_rows(along.model, along.fields, along.rows, returning=(along_pk.column,))
         return True, [row[0] for row in inserted]
-    columns = [_concrete(along_meta.get_field(name)) for name in along.fields]
-    row_sql = "(" + ", ".join(f"%s::{_db_type(field)}" for field in columns) + ")"
-    names = ", ".join(quote(field.column) for field in columns)
+    along_sql, along_params = _along_values(along)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH written AS ({update} RETURNING 1) "
-            f"INSERT INTO {quote(along_meta.db_table)} ({names}) "
-            f"SELECT * FROM (VALUES {', '.join([row_sql] * len(along.rows))}) AS along "
+            f"WITH written AS ({update} RETURNING 1) {along_sql} "
             f"WHERE EXISTS (SELECT 1 FROM written) RETURNING {quote(along_pk.column)}",
-            [
-                *params,
-                *(
-                    field.get_db_prep_save(value, connection)
-                    for row in along.rows
-                    for field, value in zip(columns, row, strict=True)
-                ),
-            ],
+            [*params, *along_params],
         )
         inserted = cursor.fetchall()
     return bool(inserted), [row[0] for row in inserted]
+
+
+def insert_row(
+    model: type[models.Model], fields: Sequence[str], row: Sequence[Any], *, along: Along
+) -> None:
+    """INSERT one row of `model` (one value per name in `fields`) and `along`'s rows with it
+    (an order and its first audit row): on PostgreSQL one statement, `WITH inserted AS
+    (INSERT ...) INSERT ...`. `along`'s foreign keys to the row are checked at commit."""
+    if connection.vendor != "postgresql" or not along.rows:
+        insert_rows(model, fields, [row])
+        insert_rows(along.model, along.fields, along.rows)
+        return
+    meta = model._meta
+    quote = connection.ops.quote_name
+    columns = [_concrete(meta.get_field(name)) for name in fields]
+    along_sql, along_params = _along_values(along)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH inserted AS (INSERT INTO {quote(meta.db_table)} "
+            f"({', '.join(quote(field.column) for field in columns)}) "
+            f"VALUES ({', '.join(['%s'] * len(columns))}) RETURNING 1) "
+            f"{along_sql} WHERE EXISTS (SELECT 1 FROM inserted)",
+            [
+                *(
+                    field.get_db_prep_save(value, connection)
+                    for field, value in zip(columns, row, strict=True)
+                ),
+                *along_params,
+            ],
+        )
+
+
+def _along_values(along: Along) -> tuple[str, list[Any]]:
+    """`INSERT INTO along's table (...) SELECT * FROM (VALUES ...) AS along`, each value cast
+    to its column's type (a VALUES list outside an INSERT has no column types of its own),
+    for the caller to finish with its WHERE; and its parameters."""
+    meta = along.model._meta
+    quote = connection.ops.quote_name
+    columns = [_concrete(meta.get_field(name)) for name in along.fields]
+    row_sql = "(" + ", ".join(f"%s::{_db_type(field)}" for field in columns) + ")"
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in columns)}) "
+        f"SELECT * FROM (VALUES {', '.join([row_sql] * len(along.rows))}) AS along"
+    )
+    params = [
+        field.get_db_prep_save(value, connection)
+        for row in along.rows
+        for field, value in zip(columns, row, strict=True)
+    ]
+    return sql, params
 
 
 def update_rows(

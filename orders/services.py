@@ -27,7 +27,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_fsm import TransitionNotAllowed
 
-from common.bulk import Along, insert_rows, update_row, update_rows
+from common.bulk import Along, insert_row, update_row, update_rows
 from orders import lifecycle
 from orders.exceptions import IllegalTransition, VersionConflict
 from orders.models import (
@@ -384,18 +384,6 @@ def _audit_rows(records: Sequence[OrderTransition]) -> Along:
     )
 
 
-def _insert_audit_rows(staged: list[_StagedOrder]) -> None:
-    insert_rows(
-        OrderTransition,
-        _TRANSITION_COLUMNS,
-        [
-            [getattr(record, name) for name in _TRANSITION_COLUMNS]
-            for item in staged
-            for record in item.records
-        ],
-    )
-
-
 def _announce(staged: list[_StagedOrder]) -> None:
     for item in staged:
         order_changed.send(
@@ -653,14 +641,15 @@ def order_create(
     finally:
         _batch.reset(token)
     staged = batch.take_staged()
-    insert_rows(
+    # The order and its audit row (`submitting`) in one statement.
+    insert_row(
         Order,
         _INSERTED_COLUMNS,
-        [[f.pre_save(order, add=True) for f in _INSERTED_FIELDS]],
+        [f.pre_save(order, add=True) for f in _INSERTED_FIELDS],
+        along=_audit_rows([record for item in staged for record in item.records]),
     )
     order._state.adding = False
     order._state.db = connection.alias
-    _insert_audit_rows(staged)
     transaction.on_commit(lambda: _announce(staged))
     return order
 
