@@ -46,16 +46,27 @@ def session_save(username: str, token: SessionToken) -> None:
     )
 
 
-def session_claim_refresh(username: str, lease_seconds: float = LEASE_SECONDS) -> bool:
-    """True when this process now holds the refresh lease (nobody else does)."""
+def session_claim_refresh(
+    username: str, lease_seconds: float = LEASE_SECONDS, *, seen: str | None = None
+) -> bool:
+    """True when this process now holds the refresh lease (nobody else does).
+
+    `seen` is the token the caller read before deciding to refresh (None: there was none).
+    The claim holds only while that is still the stored token: a process that refreshed in
+    between has stored a new one and ended its lease, and logging in again would only replace
+    a good token (the caller reads again and adopts it)."""
     now = timezone.now()
     BrokerSession.objects.get_or_create(username=username)
     claimed = (
-        BrokerSession.objects.filter(username=username)
+        BrokerSession.objects.filter(username=username, token=seen or "")
         .filter(Q(refreshing_until__isnull=True) | Q(refreshing_until__lt=now))
         .update(refreshing_until=now + timedelta(seconds=lease_seconds))
     )
     return claimed == 1
+
+
+def _claim(username: str, seen: str | None) -> bool:
+    return session_claim_refresh(username, seen=seen)
 
 
 def session_release(username: str) -> None:
@@ -132,7 +143,8 @@ class SharedSessionClient(ProjectXClient):
             if self._usable(stored, rejected_token):
                 self._session_token = stored
                 return stored.value  # type: ignore[union-attr]
-            if await self._db(session_claim_refresh, username):
+            seen = None if stored is None else stored.value
+            if await self._db(_claim, username, seen):
                 try:
                     if stored is not None and stored.value != rejected_token:
                         self._session_token = stored  # old but maybe still refreshable

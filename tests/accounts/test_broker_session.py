@@ -13,7 +13,9 @@ from accounts.broker_session import (
     session_claim_refresh,
     session_load,
     session_release,
+    session_save,
 )
+from projectx.client import SessionToken
 from projectx.config import GatewayConfig
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,6 +63,19 @@ def test_a_token_refused_by_the_broker_is_replaced_once_for_everyone(sim) -> Non
     assert first not in renewed
     assert len(set(renewed)) == 1
     assert session_load("demo").value == renewed[0]
+
+
+def test_a_process_that_read_the_old_token_cannot_claim_the_refresh_once_a_new_one_is_stored():
+    # The race behind a CI failure: B reads the refused token, A refreshes and stores a new one
+    # (its save ends its lease), then B claims the free lease and logs in a second time, so the
+    # processes end up with two tokens.
+    session_save("demo", SessionToken(value="refused", issued_at=timezone.now()))
+    seen = session_load("demo")
+    assert seen is not None
+    session_save("demo", SessionToken(value="renewed", issued_at=timezone.now()))  # A, meanwhile
+    # should refuse B's claim (it reads again and adopts A's token), and grant one on the new
+    assert not session_claim_refresh("demo", seen=seen.value)
+    assert session_claim_refresh("demo", seen="renewed")
 
 
 def test_only_one_process_holds_the_refresh_lease() -> None:
