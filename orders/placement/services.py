@@ -31,10 +31,10 @@ from accounts.models import Account
 from common import metrics
 from orders import idempotency
 from orders.exceptions import IdempotencyKeyReused, RiskRefusal
-from orders.models import IdempotencyRecord, Order, TransitionTrigger
+from orders.models import Order, TransitionTrigger
 from orders.placement import timing
 from orders.placement.queue import accept, account_turn, send_in_turn
-from orders.placement.replay import cached_outcome, previous_outcome, remember
+from orders.placement.replay import cached_outcome, previous_outcome, record_complete, remember
 from orders.placement.results import PlacementResult, Renderer, minimal_body
 from orders.risk import order_refused
 from orders.validation import order_validate_prices
@@ -105,9 +105,7 @@ def order_place(
         # In the transaction that applies the broker's answer: the retry's answer is stored
         # with the outcome it describes.
         body = render(order)
-        IdempotencyRecord.objects.filter(pk=record.pk).update(
-            state=IdempotencyRecord.State.COMPLETED, response_status=status, response_body=body
-        )
+        record_complete(record.pk, status=status, body=body)
         stored.append(body)
 
     outcome = send_in_turn(accepted, turn=turn, actor=actor, trigger=trigger, finish=finish)
@@ -122,11 +120,7 @@ def order_place(
         # An earlier holder of the turn sent it: store what it came to.
         with timing.step("response"):
             stored.append(render(outcome.order))
-            IdempotencyRecord.objects.filter(pk=record.pk).update(
-                state=IdempotencyRecord.State.COMPLETED,
-                response_status=outcome.http_status,
-                response_body=stored[0],
-            )
+            record_complete(record.pk, status=outcome.http_status, body=stored[0])
     body = stored[0]
     order_id = str(outcome.order.pk)
     remember(account, key, fingerprint, order_id, outcome.http_status, body, record.expires_at)
