@@ -140,11 +140,11 @@ def _check(
     if new_order and limits.max_orders_per_minute is not None:
         _check_rate(account, limits.max_orders_per_minute, now)
 
-    working = Order.objects.filter(account=account, status__in=MAY_FILL)
     working_limit = limits.max_working_orders if new_order else None
     if state == TradingState.ACTIVE and limits.max_position_size is None:
-        _check_working_orders(working, working_limit)
+        _check_working_orders(account, working_limit)
         return  # nothing below depends on the position: no query for it
+    working = _working(account)
     net = _net_position(account, contract_id)
     sign = 1 if side == OrderSide.BUY else -1
     # A bracket group's two children are one-cancels-other: only one of them can fill, so a
@@ -193,15 +193,21 @@ def _check(
             requested=abs(projected),
         )
 
-    _check_working_orders(working, working_limit)
+    _check_working_orders(account, working_limit)
 
 
-def _check_working_orders(working: QuerySet[Order], limit: int | None) -> None:
+def _working(account: Account) -> QuerySet[Order]:
+    # Built only where a limit needs it: on every acceptance without limits (the default),
+    # building this queryset was a twentieth of the acceptance's CPU, for no query at all.
+    return Order.objects.filter(account=account, status__in=MAY_FILL)
+
+
+def _check_working_orders(account: Account, limit: int | None) -> None:
     if limit is None:
         return
     # Bracket children are the broker's protection of an entry, not orders a bot placed: they
     # do not use up the account's working orders.
-    count = working.exclude(
+    count = _working(account).exclude(
         bracket_role__in=[BracketRole.STOP_LOSS, BracketRole.TAKE_PROFIT]
     ).count()
     if count + 1 > limit:
