@@ -207,9 +207,11 @@ def _check_working_orders(account: Account, limit: int | None) -> None:
         return
     # Bracket children are the broker's protection of an entry, not orders a bot placed: they
     # do not use up the account's working orders.
-    count = _working(account).exclude(
-        bracket_role__in=[BracketRole.STOP_LOSS, BracketRole.TAKE_PROFIT]
-    ).count()
+    count = (
+        _working(account)
+        .exclude(bracket_role__in=[BracketRole.STOP_LOSS, BracketRole.TAKE_PROFIT])
+        .count()
+    )
     if count + 1 > limit:
         raise RiskLimitExceeded(
             f"{count} orders are working on the account; maxWorkingOrders is {limit}",
