@@ -96,9 +96,9 @@ def update_row(
 ) -> tuple[bool, list[Any]]:
     """UPDATE one row of `model` (`values`: field name to Python value) where its primary key
     is `key` and its `guard` column still holds `expected`, and insert `along`'s rows if it
-    was written. Returns (written, the primary keys of `along`'s rows, in their order).
+    was written. Returns (written, the primary keys of `along`'s rows inserted).
 
-    On PostgreSQL one statement: `WITH written AS (UPDATE ... RETURNING pk) INSERT ... SELECT
+    On PostgreSQL one statement: `WITH written AS (UPDATE ... RETURNING 1) INSERT ... SELECT
     ... WHERE EXISTS (SELECT 1 FROM written)`.
     """
     meta = model._meta
