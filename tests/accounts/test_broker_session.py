@@ -66,9 +66,9 @@ def test_a_token_refused_by_the_broker_is_replaced_once_for_everyone(sim) -> Non
 
 
 def test_a_process_that_read_the_old_token_cannot_claim_the_refresh_once_a_new_one_is_stored():
-    # The race behind a CI failure: B reads the refused token, A refreshes and stores a new one
-    # (its save ends its lease), then B claims the free lease and logs in a second time, so the
-    # processes end up with two tokens.
+    # The race behind a failure seen once in a full local run: B reads the refused token, A
+    # refreshes and stores a new one (its save ends its lease), then B claims the free lease
+    # and logs in a second time, so the processes end up with two tokens.
     session_save("demo", SessionToken(value="refused", issued_at=timezone.now()))
     seen = session_load("demo")
     assert seen is not None
