@@ -13,11 +13,13 @@ than the one it shows, so a late, repeated or reordered message never leaves a w
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
 import logging
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -70,16 +72,12 @@ def _send_to(group: str, message: Callable[[], dict[str, Any]]) -> None:
             async_to_sync(layer.group_send)(group, message())
         elif isinstance(layer, InMemoryChannelLayer):
             _hand_over(loop, layer, group, _in_process(message()))
-        elif len(_pending) < _MAX_PENDING:
+        else:
             # A shared layer (Redis): the send is the loop's to finish. Waiting for it held
             # the committed request until Redis had answered the group send's round trips,
             # twice a placement (its `submitting` and its answer), for a page that orders
             # rows by version anyway.
             _hand_over(loop, layer, group, message())
-        else:
-            logger.warning(
-                "desk broadcast to %s dropped: %d sends still pending", group, _MAX_PENDING
-            )
     except Exception:  # a dead layer must never fail the write that has already committed
         logger.warning("desk broadcast to %s failed", group, exc_info=True)
 
@@ -122,17 +120,22 @@ def _hand_over(
     the first to every socket (bench/desk_latency.py at 200 desks: 25 ms at the median of the
     fill -> first desk time, beside the apply's own 15-20 ms). Handed over like this, the
     commit's messages are queued on the loop in the order they were sent (call_soon_threadsafe
-    is FIFO, and the delivery puts into the sockets' queues without awaiting), and every
-    message carries its row's version anyway."""
+    is FIFO), and every message carries its row's version anyway.
+
+    A shared layer's sends go out one after the other from the loop's outbox. One task per
+    message sent them all at once: a commit that changed 300 orders asked redis-py for 300
+    connections, past its pool of 100, and lost the messages beyond (MaxConnectionsError). One
+    at a time they keep their order and use one connection."""
 
     def deliver() -> None:
         try:
             if isinstance(layer, DeskChannelLayer):
                 layer.group_send_now(group, message)
-            else:
-                task = loop.create_task(layer.group_send(group, message))
-                _pending.add(task)
-                task.add_done_callback(_delivered)
+                return
+            outbox = _outboxes.get(loop)
+            if outbox is None:
+                outbox = _outboxes[loop] = _Outbox()
+            outbox.put(loop, layer, group, message)
         except Exception:
             logger.warning("desk broadcast to %s failed", group, exc_info=True)
 
@@ -140,17 +143,48 @@ def _hand_over(
         loop.call_soon_threadsafe(deliver)
 
 
-_pending: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
-# Sends handed to the loop and not finished (a shared layer that stopped answering): beyond
-# this many, a message is dropped with a warning rather than kept without bound. A page that
-# misses one shows the row's next version, or the snapshot it takes when it reconnects.
+# Sends waiting in a loop's outbox (a shared layer that stopped answering): beyond this many, a
+# message is dropped with a warning rather than kept without bound. A page that misses one
+# shows the row's next version, or the snapshot it takes when it reconnects.
 _MAX_PENDING = 10_000
 
 
-def _delivered(task: asyncio.Task[None]) -> None:
-    _pending.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("desk broadcast failed", exc_info=task.exception())
+class _Outbox:
+    """One loop's group sends to a shared layer, sent in order by one task that runs while
+    there is something to send (and ends when there is not: nothing is left pending when the
+    loop closes)."""
+
+    def __init__(self) -> None:
+        self._messages: collections.deque[tuple[Any, str, dict[str, Any]]] = collections.deque()
+        self._sender: asyncio.Task[None] | None = None  # the loop keeps only a weak reference
+
+    def put(
+        self, loop: asyncio.AbstractEventLoop, layer: Any, group: str, message: dict[str, Any]
+    ) -> None:
+        if len(self._messages) >= _MAX_PENDING:
+            logger.warning(
+                "desk broadcast to %s dropped: %d sends still pending", group, _MAX_PENDING
+            )
+            return
+        self._messages.append((layer, group, message))
+        if self._sender is None:
+            self._sender = loop.create_task(self._send_all())
+
+    async def _send_all(self) -> None:
+        try:
+            while self._messages:
+                layer, group, message = self._messages.popleft()
+                try:
+                    await layer.group_send(group, message)
+                except Exception:
+                    logger.warning("desk broadcast to %s failed", group, exc_info=True)
+        finally:
+            self._sender = None
+
+
+_outboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Outbox] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def broadcast_order(order: Order) -> None:

@@ -106,6 +106,16 @@ if not SECRET_KEY:
 
 # --- Redis: cache and channel layer ---------------------------------------------------------
 REDIS_URL = env_url("REDIS_URL", schemes={"redis", "rediss", "unix"})
+
+
+def redis_channel_layer(url: str, prefix: str = "ordermgmt") -> dict[str, Any]:
+    """The channel layer over Redis, as every process (web workers, listeners) configures it."""
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [url], "prefix": prefix},
+    }
+
+
 CACHES: dict[str, dict[str, Any]]
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL is None:
@@ -120,12 +130,7 @@ else:
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "ordermgmt"},
-        }
-    }
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL)}
 
 # --- The broker -----------------------------------------------------------------------------
 PROJECTX_API_URL = env_url("PROJECTX_API_URL", schemes={"http", "https"})

@@ -14,6 +14,7 @@ from channels.layers import channel_layers
 from django.db import transaction
 from django.test import override_settings
 
+from ordermgmt.settings import redis_channel_layer
 from orders.services import order_transition
 from tests.factories import make_account, make_order
 from tests.helpers import open_desk, session_cookie
@@ -42,12 +43,7 @@ def submit_all_in_one_commit(orders) -> None:
 
 
 async def test_every_order_of_one_commit_reaches_the_desk(redis_url: str, caplog) -> None:
-    layers = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url], "prefix": "ordermgmt-test-burst"},
-        }
-    }
+    layers = {"default": redis_channel_layer(redis_url, prefix="ordermgmt-test-burst")}
     with override_settings(CHANNEL_LAYERS=layers):
         channel_layers.backends.clear()
         try:
