@@ -122,10 +122,10 @@ def _hand_over(
     commit's messages are queued on the loop in the order they were sent (call_soon_threadsafe
     is FIFO), and every message carries its row's version anyway.
 
-    A shared layer's sends go out one after the other from the loop's outbox. One task per
-    message sent them all at once: a commit that changed 300 orders asked redis-py for 300
-    connections, past its pool of 100, and lost the messages beyond (MaxConnectionsError). One
-    at a time they keep their order and use one connection."""
+    Any other layer's sends (Redis) go out one after the other from the loop's outbox. One
+    task per message sent them all at once: a commit that changed 300 orders asked redis-py for
+    300 connections, past its pool of 100, and lost the messages beyond (MaxConnectionsError).
+    One at a time they keep their order and use one connection."""
 
     def deliver() -> None:
         try:
