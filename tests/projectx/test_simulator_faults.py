@@ -179,7 +179,9 @@ def test_dropped_request_never_reaches_the_broker(
     simulator: GatewaySimulator, simulator_api: httpx.Client
 ) -> None:
     simulator.faults.drop_requests(path="Order/place")
-    with pytest.raises(httpx.RemoteProtocolError):
+    # The connection is cut without an answer: an end of stream, or a reset when the kernel
+    # still held unread bytes of the request as the simulator closed it (seen under load).
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         simulator_api.post("Order/place", json=MARKET)
     assert held_orders(simulator) == 0
     assert simulator_api.post("Order/place", json=MARKET).json()["success"]
