@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from prometheus_client import REGISTRY
 
@@ -16,8 +17,11 @@ from tests.helpers import broker_trades, local_matches_broker, place_resting, wa
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(180),
 ]
+
+
+POOL_TIMEOUT = settings.DATABASES["default"].get("OPTIONS", {}).get("pool", {}).get("timeout", 10)
 
 
 def ready() -> tuple[int, dict]:
@@ -51,10 +55,12 @@ def test_fills_made_during_and_after_a_database_outage_all_arrive(
     # should be unready while the database (so the listener) cannot apply anything
     assert status == 503, body
     assert body["checks"]["database"]["ok"] is False
-    # the outage outlasts a first failure and a retry (a new connection refused)
+    # the outage outlasts a first failure and a retry (a new connection refused). The retry
+    # waits up to the pool's timeout for a connection, and it may queue behind the leadership
+    # follower's own wait on the listener's one database thread: allow three such waits.
     wait_for(
         lambda: task_restarts("applier") >= restarts_before + 2,
-        timeout=30,
+        timeout=3 * POOL_TIMEOUT + 10,
         message="the applier failing, restarting and failing again",
     )
 
