@@ -16,12 +16,14 @@ from hypothesis import strategies as st
 from fills.models import Fill
 from fills.services import (
     FillOutcome,
+    _fill_from,
     _orders_locked,
     average_price,
     fill_apply,
     fill_totals,
     order_event_apply,
 )
+from orders import wire as wire_maps
 from orders.models import Order
 from orders.services import BrokerEvidence, order_transition, order_update
 from projectx.enums import OrderStatus as Broker
@@ -315,3 +317,49 @@ def test_the_orders_a_batch_locks_read_exactly_as_the_orm_reads_them() -> None:
         for field in Order._meta.concrete_fields:
             ours, theirs = getattr(got, field.attname), getattr(want, field.attname)
             assert (type(ours), ours) == (type(theirs), theirs), field.name
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("orphan", [False, True])
+def test_a_fill_built_from_a_trade_equals_the_orms_and_reads_its_relations_without_a_query(
+    orphan: bool,
+) -> None:
+    order = working_order()
+    account = order.account
+    wire = trade(
+        order_id=order.broker_order_id,
+        account_id=account.broker_account_id,
+        size=2,
+        price=Decimal("21000.25"),
+    )
+    owner = None if orphan else order
+    built = _fill_from(account, wire, owner)
+    expected = Fill(
+        account=account,
+        order=owner,
+        broker_trade_id=wire.id,
+        broker_order_id=wire.order_id,
+        contract_id=wire.contract_id,
+        side=wire_maps.from_wire_side(wire.side),
+        size=wire.size,
+        price=wire.price,
+        fees=wire.fees or Decimal(0),
+        profit_and_loss=wire.profit_and_loss,
+        voided=wire.voided,
+        broker_ts=wire.creation_timestamp,
+    )
+    for field in Fill._meta.concrete_fields:
+        ours, theirs = getattr(built, field.attname), getattr(expected, field.attname)
+        assert (type(ours), ours) == (type(theirs), theirs), field.name
+    assert built._state.adding is True
+    with CaptureQueriesContext(connection) as queries:
+        assert built.account is account
+        assert built.order is owner
+    assert len(queries) == 0
+    built.save()  # and it stores like one built by the ORM
+    stored = Fill.objects.get(pk=built.pk)
+    assert (stored.order_id, stored.size, stored.received_at is not None) == (
+        owner and owner.pk,
+        2,
+        True,
+    )
