@@ -35,6 +35,7 @@ from accounts.selectors import (
     loss_limit_state_expired,
     realized_pnl_today,
     trading_day,
+    trading_days,
 )
 from accounts.signals import position_changed
 from common import metrics
@@ -460,8 +461,9 @@ def realized_pnl_add(*, account_id: int, entries: Iterable[RealizedEntry]) -> No
     after it): an account without a loss limit costs no query after commit.
     """
     totals: dict[tuple[date, str], list[Any]] = {}
-    for entry in entries:
-        key = (trading_day(entry.at), entry.contract_id)
+    entries = list(entries)
+    for entry, day in zip(entries, trading_days(e.at for e in entries), strict=True):
+        key = (day, entry.contract_id)
         total = totals.setdefault(key, [Decimal(0), Decimal(0), 0])
         total[0] += entry.profit_and_loss
         total[1] += entry.fees

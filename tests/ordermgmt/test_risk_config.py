@@ -7,6 +7,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ordermgmt.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 
@@ -68,3 +70,23 @@ def test_the_trading_day_begins_at_17_00_chicago(at: datetime, day: date) -> Non
 
     # should put a trade in the day that began at the last 17:00 in Chicago (DST included)
     assert trading_day(at) == day
+
+
+@given(
+    ats=st.lists(
+        st.datetimes(
+            min_value=datetime(2026, 3, 6), max_value=datetime(2026, 3, 10), timezones=st.just(UTC)
+        ),
+        max_size=40,
+    ),
+    sort=st.booleans(),
+)
+def test_the_trading_days_of_many_trades_are_each_trades_own(
+    ats: list[datetime], sort: bool
+) -> None:
+    from accounts.selectors import trading_day, trading_days
+
+    # should agree with the day of each trade alone, across day boundaries and the start of
+    # daylight saving time in Chicago (2026-03-08), in time order or not
+    ats = sorted(ats) if sort else ats
+    assert trading_days(ats) == [trading_day(at) for at in ats]
