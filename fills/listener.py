@@ -607,14 +607,10 @@ class GatewayListener:
             self._supervisor.succeeded("applier")
             if "error" in outcomes:
                 self._catch_up_wanted.set()  # the events that failed alone
-            for (kind, payload, _), outcome in zip(batch, outcomes, strict=True):
-                self.stats.outcomes[f"{kind}:{outcome}"] += 1
-                server_ts = _server_ts(payload)
-                account_id = getattr(payload, "account_id", None)
-                if server_ts is not None and account_id is not None:
-                    known = self.stats.checkpoints.get(account_id)
-                    if known is None or server_ts > known:
-                        self.stats.checkpoints[account_id] = server_ts
+            # Per batch, not per event: this runs on the event loop, beside the hub's frames.
+            counted = Counter(zip([kind for kind, _, _ in batch], outcomes, strict=True))
+            self.stats.outcomes.update({f"{k}:{o}": n for (k, o), n in counted.items()})
+            _advance_checkpoints(self.stats.checkpoints, batch)
 
     async def _next_batch(self) -> list[Event]:
         self._waiting_for_events = self._queue.empty()
@@ -744,9 +740,15 @@ class GatewayListener:
             )
 
 
-def _server_ts(payload: Any) -> datetime | None:
-    if isinstance(payload, WireOrder):
-        return payload.update_timestamp or payload.creation_timestamp
-    if isinstance(payload, WireTrade | WirePosition):
-        return payload.creation_timestamp
-    return None  # account events carry no server time
+def _advance_checkpoints(checkpoints: dict[int, datetime], batch: list[Event]) -> None:
+    """Each broker account's checkpoint to the newest server time among its applied events."""
+    for _, payload, _ in batch:
+        if type(payload) is WireOrder:  # the hub's payloads are these classes, never subclasses
+            at = payload.update_timestamp or payload.creation_timestamp
+        elif type(payload) is WireTrade or type(payload) is WirePosition:
+            at = payload.creation_timestamp
+        else:
+            continue  # account events carry no server time
+        known = checkpoints.get(payload.account_id)
+        if known is None or at > known:
+            checkpoints[payload.account_id] = at
