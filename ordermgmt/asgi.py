@@ -29,3 +29,7 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+from common.runtime import settle_garbage_collector  # noqa: E402
+
+settle_garbage_collector()  # each worker imports this module once, when it starts

@@ -24,6 +24,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from accounts.gateway import gateway_config_from_settings
+from common.runtime import settle_garbage_collector
 from fills.listener import GatewayListener
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Command(BaseCommand):
             account_ids=options["accounts"],
             sweep_interval=options["sweep_interval"],
         )
+        settle_garbage_collector()
         asyncio.run(self._run(listener))
         self.stdout.write(f"listener {listener.name} stopped: {dict(listener.stats.outcomes)}")
 
