@@ -5,11 +5,15 @@ the bot API, against the simulator on loopback (its hold fault keeps an answer b
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from decimal import Decimal
 
+import psycopg
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Account
@@ -139,6 +143,83 @@ class TestARetryWhoseAnswerIsNotCached:
         assert retry.status_code == 201, retry.json()
         assert retry.json()["id"] == placed.json()["id"]
         assert fresh.status_code == 429, fresh.json()
+
+
+class TestAFullQueue:
+    """With the account's queue full, a new order is refused at the door: a bot hammering a
+    full queue must not queue up on the account's lock, where it would delay the orders the
+    queue holds and every acceptance behind them."""
+
+    def test_once_found_full_new_orders_are_refused_while_another_holds_the_accounts_lock(
+        self, bot, sim, accounts, tune
+    ) -> None:
+        tune("concurrency_control", max_queue_depth_per_account=1)
+        account = Account.objects.get(pk=accounts[0].pk)
+        # An order of the account waits to be sent (its request is slow).
+        Order.objects.create(
+            account=account,
+            contract_id=MNQ,
+            side="buy",
+            type="market",
+            size=1,
+            account_seq=account.last_order_seq + 1,
+            custom_tag="waiting",
+            state_entered_at=timezone.now(),
+        )
+        Account.objects.filter(pk=account.pk).update(last_order_seq=account.last_order_seq + 1)
+        first = place(bot, key="finds-it-full")
+        with account_row_locked_elsewhere(account):
+            refused = in_thread(lambda: place(bot, key="full")).result(timeout=3)
+
+        # should answer 429 with a retry hint, the next one while the lock is held elsewhere
+        assert first.status_code == 429, first.json()
+        assert refused.status_code == 429, refused.json()
+        assert refused.json()["error"]["code"] == "placement_queue_full"
+        assert int(refused["Retry-After"]) >= 1
+        # and store nothing: the keys are free for the retries
+        assert not Order.objects.filter(idempotency_key__in=["full", "finds-it-full"]).exists()
+
+    def test_once_the_queue_has_room_again_the_next_order_is_placed(
+        self, bot, sim, accounts, tune
+    ) -> None:
+        tune("concurrency_control", max_queue_depth_per_account=1)
+        account = Account.objects.get(pk=accounts[0].pk)
+        waiting = Order.objects.create(
+            account=account,
+            contract_id=MNQ,
+            side="buy",
+            type="market",
+            size=1,
+            account_seq=account.last_order_seq + 1,
+            custom_tag="waiting",
+            state_entered_at=timezone.now(),
+        )
+        Account.objects.filter(pk=account.pk).update(last_order_seq=account.last_order_seq + 1)
+        assert place(bot, key="finds-it-full").status_code == 429
+        Order.objects.filter(pk=waiting.pk).update(status="cancelled")  # the queue drains
+
+        # should place the next order: the door reads the queue again, it does not remember
+        placed = place(bot, key="has-room")
+        assert placed.status_code == 201, placed.json()
+        assert len(broker_orders(sim)) == 1
+
+
+@contextlib.contextmanager
+def account_row_locked_elsewhere(account: Account) -> Iterator[None]:
+    """The account's row locked by another session (an acceptance in progress), until the
+    block ends."""
+    settings_dict = connection.settings_dict
+    with psycopg.connect(
+        host=settings_dict["HOST"] or "127.0.0.1",
+        port=int(settings_dict["PORT"] or 5432),
+        user=settings_dict["USER"] or "postgres",
+        dbname=settings_dict["NAME"],
+    ) as other:
+        other.execute(
+            f"SELECT 1 FROM {Account._meta.db_table} WHERE id = %s FOR UPDATE", [account.pk]
+        )
+        yield
+        other.rollback()
 
 
 class TestWhereThePlacementsTimeWent:
