@@ -33,7 +33,7 @@ from orders import idempotency
 from orders.exceptions import IdempotencyKeyReused, RiskRefusal
 from orders.models import Order, TransitionTrigger
 from orders.placement import timing
-from orders.placement.queue import accept, account_turn, send_in_turn
+from orders.placement.queue import accept, account_turn, refuse_when_full, send_in_turn
 from orders.placement.replay import cached_outcome, previous_outcome, record_complete, remember
 from orders.placement.results import PlacementResult, Renderer, minimal_body
 from orders.risk import order_refused
@@ -69,6 +69,7 @@ def order_place(
     turn = account_turn(account)
     try:
         with timing.step("storing"):
+            refuse_when_full(account, key)
             accepted = accept(
                 account, payload, key, fingerprint, actor, now, turn=turn, trigger=trigger
             )
