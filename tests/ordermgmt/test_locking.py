@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 
+import psycopg
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Account, Position
 from common import metrics
-from common.locking import retry_on_deadlock
+from common.locking import Turn, TurnTimeout, retry_on_deadlock
 from orders.locking import lock_in_order
 from tests.factories import make_account, make_order
 
@@ -127,3 +129,45 @@ def test_waiters_for_one_turn_do_not_each_hold_a_database_connection() -> None:
     # others wait in memory, and every one of them gets its turn
     assert waiting_in_postgres <= 1
     assert len(finished) == 10
+
+
+class TestWaitingForATurn:
+    """A turn is waited for at PostgreSQL bounded by its own timeout, in one statement; the
+    session's lock_timeout is the configured one again after, taken or timed out."""
+
+    def configured_lock_timeout(self) -> str:
+        return f"{settings.ORDER_MANAGEMENT.concurrency_control.lock_timeout_ms}ms"
+
+    def lock_timeout_now(self) -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT setting || unit FROM pg_settings WHERE name = 'lock_timeout'")
+            return cursor.fetchone()[0]
+
+    def test_a_turn_taken_leaves_the_sessions_lock_timeout_as_configured(self) -> None:
+        turn = Turn(0x6F70, 515_151)
+        with CaptureQueriesContext(connection) as queries:
+            assert turn.wait(timeout=30) is True
+        try:
+            # should wait in one statement, and leave the session's timeout as it was
+            assert len(queries) == 1, [q["sql"] for q in queries.captured_queries]
+            assert self.lock_timeout_now() == self.configured_lock_timeout()
+        finally:
+            turn.release()
+
+    def test_a_turn_not_taken_in_time_raises_and_leaves_the_timeout_as_configured(self) -> None:
+        key = 515_152
+        dsn = connection.get_connection_params()
+        with psycopg.connect(
+            host=dsn.get("host", "127.0.0.1"),
+            port=dsn.get("port", 5432),
+            user=dsn.get("user", "postgres"),
+            dbname=dsn["dbname"],
+            autocommit=True,
+        ) as other_process:
+            other_process.execute("SELECT pg_advisory_lock(%s, %s)", (0x6F70, key))
+            turn = Turn(0x6F70, key)
+            # should give up after the turn's own timeout, not the session's (5 s)
+            with pytest.raises(TurnTimeout):
+                turn.wait(timeout=0.2)
+            assert not turn.held
+            assert self.lock_timeout_now() == self.configured_lock_timeout()
