@@ -212,33 +212,39 @@ class Turn:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [self.namespace, self.key])
 
 
+# A blocking wait for a session advisory lock, bounded by its own lock_timeout, in one
+# statement: the session's timeout is read, the wait's set, the lock waited for, the session's
+# set back, each in a derived table of the one before (OFFSET 0 keeps the planner from merging
+# them, so they run innermost first). Were the wait to time out, the statement's transaction
+# is rolled back and the setting with it. PostgreSQL queues the waiters in arrival order and
+# wakes the next one when the lock frees; no polling. Three statements before (SET, the
+# wait, RESET): on one busy account each was a wait for a web worker's GIL on the turn's path.
+_WAIT_FOR_ADVISORY_LOCK_SQL = (
+    "SELECT set_config('lock_timeout', saved, false) FROM ("
+    " SELECT saved, pg_advisory_lock(%s, %s) FROM ("
+    "  SELECT saved, set_config('lock_timeout', %s, false) FROM ("
+    "   SELECT current_setting('lock_timeout') AS saved OFFSET 0"
+    "  ) AS session OFFSET 0"
+    " ) AS bounded OFFSET 0"
+    ") AS taken"
+)
+
+
 def _wait_for_advisory_lock(namespace: int, key: int, timeout: float) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(f"SET lock_timeout = {max(1, int(timeout * 1000))}")
         try:
-            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [namespace, key])
+            cursor.execute(
+                _WAIT_FOR_ADVISORY_LOCK_SQL, [namespace, key, f"{max(1, int(timeout * 1000))}ms"]
+            )
         except OperationalError as exc:
             if _sqlstate(exc) == LOCK_NOT_AVAILABLE:
                 raise TurnTimeout(f"lock {namespace}:{key} busy for {timeout} s") from exc
             raise
-        finally:
-            cursor.execute("RESET lock_timeout")  # back to the connection's configured value
 
 
 @contextlib.contextmanager
 def _postgres_advisory_lock(namespace: int, key: int, timeout: float) -> Any:
-    # A blocking wait, bounded by lock_timeout for this one statement: PostgreSQL queues the
-    # waiters in arrival order and wakes the next one when the lock frees; no polling.
-    with connection.cursor() as cursor:
-        cursor.execute(f"SET lock_timeout = {max(1, int(timeout * 1000))}")
-        try:
-            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [namespace, key])
-        except OperationalError as exc:
-            if _sqlstate(exc) == LOCK_NOT_AVAILABLE:
-                raise TurnTimeout(f"lock {namespace}:{key} busy for {timeout} s") from exc
-            raise
-        finally:
-            cursor.execute("RESET lock_timeout")  # back to the connection's configured value
+    _wait_for_advisory_lock(namespace, key, timeout)
     try:
         yield
     finally:
