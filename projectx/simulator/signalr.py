@@ -64,6 +64,8 @@ SUPPORTED_PROTOCOL_VERSION = 1
 NEGOTIATED_ID_LIFETIME = 120.0  # seconds a negotiated id waits for its WebSocket
 _PING_FRAME = dump_json({"type": PING}) + RECORD_SEPARATOR
 _CLOSE_SOCKET = object()  # sentinel in the outgoing queue: close the socket after what came first
+# At most this many queued messages go out in one frame.
+MAX_RECORDS_PER_FRAME = 64
 
 
 @dataclass
@@ -362,21 +364,32 @@ class SignalRHub(Generic[EventT]):
         self._enqueue(connection, dump_json(completion) + RECORD_SEPARATOR)
 
     async def _write_loop(self, connection: HubConnection) -> None:
+        """Send what is queued, the messages queued together in one frame (as ASP.NET Core's
+        WebSocket transport sends what its pipe holds: under a burst a frame carries several
+        records, and clients split frames on the record separator)."""
         ws = connection.ws
         assert ws is not None
         while True:
-            item = await connection.outgoing.get()
-            if item is _CLOSE_SOCKET:
-                await ws.close(code=1000)
-                return
+            queued = [await connection.outgoing.get()]
+            while len(queued) < MAX_RECORDS_PER_FRAME and not connection.outgoing.empty():
+                queued.append(connection.outgoing.get_nowait())
+            records: list[str] = []
+            closing = False
+            for item in queued:
+                if item is _CLOSE_SOCKET:
+                    closing = True  # whatever the queue held after it is never sent
+                    break
+                assert isinstance(item, str)
+                records.append(item)
             if ws.closed:
                 return
-            if self.faults.is_hub_stalled(self.name):
-                continue  # a silent stall sends nothing at all
-            assert isinstance(item, str)
-            try:
-                await ws.send_str(item)
-            except (ConnectionError, RuntimeError):
+            if records and not self.faults.is_hub_stalled(self.name):  # a stall sends nothing
+                try:
+                    await ws.send_str("".join(records))
+                except (ConnectionError, RuntimeError):
+                    return
+            if closing:
+                await ws.close(code=1000)
                 return
 
     async def _keepalive_loop(self, connection: HubConnection) -> None:
