@@ -111,6 +111,19 @@ def local_matches_broker(sim) -> bool:
     return True
 
 
+def another_session() -> psycopg.Connection:
+    """A session of its own on this test's database (another process's, say), autocommit;
+    use as a context manager."""
+    dsn = connection.get_connection_params()
+    return psycopg.connect(
+        host=dsn.get("host", "127.0.0.1"),
+        port=dsn.get("port", 5432),
+        user=dsn.get("user", "postgres"),
+        dbname=dsn["dbname"],
+        autocommit=True,
+    )
+
+
 def in_thread(call: Callable[[], Any]) -> Any:
     """Run one API call in a thread of its own (with its own database connection)."""
 

@@ -10,10 +10,8 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from accounts.gateway import configure_gateway, get_gateway
@@ -21,7 +19,15 @@ from accounts.services import contract_resolve
 from common.locking import ADVISORY_NAMESPACE_PLACEMENT
 from orders.models import Order, OrderTransition
 from projectx.ratelimit import RateLimit
-from tests.helpers import LIMIT_BUY, MNQ, broker_orders, in_thread, place, wait_for
+from tests.helpers import (
+    LIMIT_BUY,
+    MNQ,
+    another_session,
+    broker_orders,
+    in_thread,
+    place,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -199,14 +205,7 @@ class TestRetryableOutcomes:
         self, bot, sim, accounts, tune
     ) -> None:
         tune("concurrency_control", placement_turn_timeout_seconds=0.5)
-        dsn = connection.get_connection_params()
-        with psycopg.connect(
-            host=dsn.get("host", "127.0.0.1"),
-            port=dsn.get("port", 5432),
-            user=dsn.get("user", "postgres"),
-            dbname=dsn["dbname"],
-            autocommit=True,
-        ) as other_process:
+        with another_session() as other_process:
             # Another process holds the account's turn (it hung mid-send).
             other_process.execute(
                 "SELECT pg_advisory_lock(%s, %s)", (ADVISORY_NAMESPACE_PLACEMENT, accounts[0].pk)

@@ -8,10 +8,8 @@ from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
 
-import psycopg
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from common import metrics
@@ -21,7 +19,7 @@ from orders.services import order_transition
 from orders.stuck import BrokerReadPacer
 from projectx.simulator import PlaceOrderRequest
 from tests.factories import make_account, make_order
-from tests.helpers import DEMO_ACCOUNT, LIMIT_BUY, MNQ, broker_orders, place
+from tests.helpers import DEMO_ACCOUNT, LIMIT_BUY, MNQ, another_session, broker_orders, place
 
 pytestmark = pytest.mark.postgres
 
@@ -153,14 +151,7 @@ class TestResolving:
         order_transition(order_id=order.pk, to_state="submitting", trigger="api")
         age(order.pk, 30)
         # Another process holds the account's placement turn: it may be sending this order.
-        dsn = connection.get_connection_params()
-        with psycopg.connect(
-            host=dsn.get("host", "127.0.0.1"),
-            port=dsn.get("port", 5432),
-            user=dsn.get("user", "postgres"),
-            dbname=dsn["dbname"],
-            autocommit=True,
-        ) as other_process:
+        with another_session() as other_process:
             other_process.execute(
                 "SELECT pg_advisory_lock(%s, %s)", (ADVISORY_NAMESPACE_PLACEMENT, order.account_id)
             )

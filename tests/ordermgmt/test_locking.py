@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection, transaction
@@ -15,6 +14,7 @@ from common import metrics
 from common.locking import Turn, TurnTimeout, retry_on_deadlock
 from orders.locking import lock_in_order
 from tests.factories import make_account, make_order
+from tests.helpers import another_session
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -156,14 +156,7 @@ class TestWaitingForATurn:
 
     def test_a_turn_not_taken_in_time_raises_and_leaves_the_timeout_as_configured(self) -> None:
         key = 515_152
-        dsn = connection.get_connection_params()
-        with psycopg.connect(
-            host=dsn.get("host", "127.0.0.1"),
-            port=dsn.get("port", 5432),
-            user=dsn.get("user", "postgres"),
-            dbname=dsn["dbname"],
-            autocommit=True,
-        ) as other_process:
+        with another_session() as other_process:
             other_process.execute("SELECT pg_advisory_lock(%s, %s)", (0x6F70, key))
             turn = Turn(0x6F70, key)
             # should give up after the turn's own timeout, not the session's (5 s)

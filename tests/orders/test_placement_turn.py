@@ -9,17 +9,23 @@ import contextlib
 from collections.abc import Iterator
 from decimal import Decimal
 
-import psycopg
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Account
 from accounts.services import contract_resolve
 from orders.models import Order
-from tests.helpers import LIMIT_BUY, MNQ, broker_orders, in_thread, place, wait_for
+from tests.helpers import (
+    LIMIT_BUY,
+    MNQ,
+    another_session,
+    broker_orders,
+    in_thread,
+    place,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -155,18 +161,7 @@ class TestAFullQueue:
     ) -> None:
         tune("concurrency_control", max_queue_depth_per_account=1)
         account = Account.objects.get(pk=accounts[0].pk)
-        # An order of the account waits to be sent (its request is slow).
-        Order.objects.create(
-            account=account,
-            contract_id=MNQ,
-            side="buy",
-            type="market",
-            size=1,
-            account_seq=account.last_order_seq + 1,
-            custom_tag="waiting",
-            state_entered_at=timezone.now(),
-        )
-        Account.objects.filter(pk=account.pk).update(last_order_seq=account.last_order_seq + 1)
+        an_order_waiting_to_be_sent(account)
         first = place(bot, key="finds-it-full")
         with account_row_locked_elsewhere(account):
             refused = in_thread(lambda: place(bot, key="full")).result(timeout=3)
@@ -183,18 +178,7 @@ class TestAFullQueue:
         self, bot, sim, accounts, tune
     ) -> None:
         tune("concurrency_control", max_queue_depth_per_account=1)
-        account = Account.objects.get(pk=accounts[0].pk)
-        waiting = Order.objects.create(
-            account=account,
-            contract_id=MNQ,
-            side="buy",
-            type="market",
-            size=1,
-            account_seq=account.last_order_seq + 1,
-            custom_tag="waiting",
-            state_entered_at=timezone.now(),
-        )
-        Account.objects.filter(pk=account.pk).update(last_order_seq=account.last_order_seq + 1)
+        waiting = an_order_waiting_to_be_sent(Account.objects.get(pk=accounts[0].pk))
         assert place(bot, key="finds-it-full").status_code == 429
         Order.objects.filter(pk=waiting.pk).update(status="cancelled")  # the queue drains
 
@@ -208,18 +192,28 @@ class TestAFullQueue:
 def account_row_locked_elsewhere(account: Account) -> Iterator[None]:
     """The account's row locked by another session (an acceptance in progress), until the
     block ends."""
-    settings_dict = connection.settings_dict
-    with psycopg.connect(
-        host=settings_dict["HOST"] or "127.0.0.1",
-        port=int(settings_dict["PORT"] or 5432),
-        user=settings_dict["USER"] or "postgres",
-        dbname=settings_dict["NAME"],
-    ) as other:
+    with another_session() as other, other.transaction(force_rollback=True):
         other.execute(
             f"SELECT 1 FROM {Account._meta.db_table} WHERE id = %s FOR UPDATE", [account.pk]
         )
         yield
-        other.rollback()
+
+
+def an_order_waiting_to_be_sent(account: Account) -> Order:
+    """An order of the account accepted and not sent yet (its request is slow), in the queue."""
+    account.refresh_from_db()
+    waiting = Order.objects.create(
+        account=account,
+        contract_id=MNQ,
+        side="buy",
+        type="market",
+        size=1,
+        account_seq=account.last_order_seq + 1,
+        custom_tag="waiting",
+        state_entered_at=timezone.now(),
+    )
+    Account.objects.filter(pk=account.pk).update(last_order_seq=account.last_order_seq + 1)
+    return waiting
 
 
 class TestWhereThePlacementsTimeWent:
