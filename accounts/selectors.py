@@ -79,12 +79,7 @@ def account_limits(account: Account) -> RiskLimits:
 def trading_day(at: datetime) -> date:
     """The trading day `at` belongs to, named by the local date on which it began: with the
     default 17:00 America/Chicago, Tuesday 16:59 CT is in the day that began Monday."""
-    start, zone = settings.ORDER_MANAGEMENT.risk.trading_day_start()
-    local = at.astimezone(zone)
-    day = local.date()
-    if local.time() < start:
-        day -= timedelta(days=1)
-    return day
+    return trading_days([at])[0]
 
 
 def trading_days(ats: Iterable[datetime]) -> list[date]:
