@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
+import psycopg
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
@@ -16,7 +18,11 @@ from django.utils import timezone
 
 from accounts.models import Account
 from accounts.services import contract_resolve
+from common import metrics
+from common.locking import ADVISORY_NAMESPACE_PLACEMENT
 from orders.models import Order
+from orders.placement.submission import mark_all_submitting
+from tests.factories import make_order
 from tests.helpers import (
     LIMIT_BUY,
     MNQ,
@@ -214,6 +220,88 @@ def an_order_waiting_to_be_sent(account: Account) -> Order:
     )
     Account.objects.filter(pk=account.pk).update(last_order_seq=account.last_order_seq + 1)
     return waiting
+
+
+class TestTheQueueBehindATurn:
+    """On a crowded account a holder of the turn sends the orders waiting behind its own too
+    (a few), so a busy account's queue does not change hands for every order."""
+
+    def test_orders_waiting_behind_the_first_go_out_in_its_turn(
+        self, bot, sim, accounts, tune
+    ) -> None:
+        contract_resolve(contract_id=MNQ)
+        tune("concurrency_control", max_queue_depth_per_account=3)  # three waiting: crowded
+        turns = metrics.lock_acquisitions_total.labels("advisory")
+        with another_session() as other_process:
+            # Another process holds the account's turn (it is sending an order).
+            other_process.execute(
+                "SELECT pg_advisory_lock(%s, %s)", (ADVISORY_NAMESPACE_PLACEMENT, accounts[0].pk)
+            )
+            first = in_thread(lambda: place(bot, {**LIMIT_BUY, "size": 1}, key="first"))
+            wait_for(lambda: waiting_at_postgres(other_process) == 1, message="first waits")
+            behind = [
+                in_thread(lambda n=n: place(bot, {**LIMIT_BUY, "size": 2 + n}, key=f"behind-{n}"))
+                for n in range(2)
+            ]
+            wait_for(
+                lambda: Order.objects.filter(status="created").count() == 3,
+                message="the orders behind it accepted",
+            )
+            taken_before = turns._value.get()
+        responses = [future.result(timeout=30) for future in [first, *behind]]
+
+        # should answer each from the broker, and send all three in one turn, in the order
+        # they were accepted
+        assert [r.status_code for r in responses] == [201, 201, 201], [r.json() for r in responses]
+        assert turns._value.get() - taken_before == 1
+        held = sorted(broker_orders(sim), key=lambda order: order["id"])
+        accepted = Order.objects.order_by("account_seq").values_list("custom_tag", flat=True)
+        assert [order["customTag"] for order in held] == list(accepted)
+        assert accepted[0] == tag_of("first")
+
+    def test_a_turns_orders_go_to_submitting_in_one_statement_each_audited(
+        self, accounts, monkeypatch
+    ) -> None:
+        account = Account.objects.get(pk=accounts[0].pk)
+        waiting = [make_order(account, size=n, account_seq=n) for n in (1, 2, 3)]
+        for order in waiting:
+            order.account = account  # as the turn reads them: with the account
+        statements = statements_sent(monkeypatch)
+        marked = mark_all_submitting(waiting, actor="bot", trigger="api")
+
+        # should move all three with two statements: the row locks, and one write for the lot
+        assert [order.pk for order in marked] == [order.pk for order in waiting]
+        assert [sql.split()[0] for sql in statements] == ["SELECT", "WITH"], statements
+        for order in Order.objects.filter(pk__in=[o.pk for o in waiting]):
+            assert (order.status, order.version, order.submitted_at is not None) == (
+                "submitting",
+                2,
+                True,
+            )
+            # should audit each move on its own row
+            moves = order.transitions.order_by("version").values_list("from_state", "to_state")
+            assert list(moves)[-1] == ("created", "submitting")
+
+
+def statements_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement this process sends to PostgreSQL from now on (through Django's cursors
+    and through plain psycopg ones alike), as sent: the database still runs each one."""
+    sent: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query if isinstance(query, str) else repr(query))
+        return execute(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+    return sent
+
+
+def waiting_at_postgres(session: Any) -> int:
+    return session.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+    ).fetchone()[0]
 
 
 class TestWhereThePlacementsTimeWent:
