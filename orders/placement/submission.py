@@ -29,7 +29,7 @@ from orders.models import Order, OrderStatus, TransitionTrigger
 from orders.placement import timing
 from orders.placement.release import order_release_unsent
 from orders.placement.results import Outcome
-from orders.services import order_transition, order_update
+from orders.services import order_transition, order_update, order_writes_batched
 from orders.verification import schedule_verification
 from projectx.errors import (
     AmbiguousError,
@@ -91,12 +91,13 @@ def mark_all_submitting(orders: list[Order], *, actor: str, trigger: str) -> lis
     if not orders:
         return []
     sending = []
-    with transaction.atomic():
+    with transaction.atomic(), order_writes_batched() as writes:
         locked = {o.pk: o for o in lock_in_order(orders=[o.pk for o in orders])["order"]}
         for order in orders:
             current = locked.get(order.pk)
             if current is None or current.status != OrderStatus.CREATED:
                 continue  # ended meanwhile (cancelled unsent): never sent
+            writes.hold(current)  # locked above: the moves are written together at the end
             order_transition(
                 order_id=current.pk,
                 to_state=OrderStatus.SUBMITTING,
