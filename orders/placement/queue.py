@@ -359,14 +359,11 @@ def _send_waiting(order: Order, *, actor: str, trigger: str) -> InFlight | None:
     mine: InFlight | None = None
     for each in mark_all_submitting(due, actor=actor, trigger=trigger):
         flight = send(each)
+        flight.hand_over_after(TURN_HANDOVER_SECONDS)  # before the next goes out
         if each.pk == order.pk:
-            mine = flight
-            if each is due[-1]:
-                break  # the caller waits for its answer, then gives the turn back
-            flight.hand_over_after(TURN_HANDOVER_SECONDS)  # before the next goes out
-            continue
-        flight.hand_over_after(TURN_HANDOVER_SECONDS)
-        settle_when_answered(flight, actor=each.created_by or actor)
+            mine = flight  # settled by its own request, once the turn is given back
+        else:
+            settle_when_answered(flight, actor=each.created_by or actor)
     return mine  # None: ours was cancelled unsent (too old), or ended meanwhile
 
 
