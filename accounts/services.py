@@ -3,7 +3,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -39,6 +39,7 @@ from accounts.selectors import (
 )
 from accounts.signals import position_changed
 from common import metrics
+from common.pipeline import sent_cursor
 from common.transactions import atomic_statement
 from projectx import enums
 from projectx.errors import BrokerRejected
@@ -182,10 +183,15 @@ def position_apply(*, account: Account, wire: WirePosition, closed: bool = False
     write. A stale event changes nothing.
     """
     with atomic_statement():
-        return _position_apply(account, wire, closed)
+        return position_apply_sent(account=account, wire=wire, closed=closed)()
 
 
-def _position_apply(account: Account, wire: WirePosition, closed: bool) -> str:
+def position_apply_sent(
+    *, account: Account, wire: WirePosition, closed: bool = False
+) -> Callable[[], str]:
+    """`position_apply` for statements sent together (`common.pipeline`): the upsert is
+    executed now, and the function returned reads its answer after the block and returns the
+    outcome. Inside the caller's transaction."""
     flat = closed or wire.is_flat
     now = timezone.now()
     position = Position(
@@ -199,47 +205,52 @@ def _position_apply(account: Account, wire: WirePosition, closed: bool) -> str:
         created_at=now,
         updated_at=now,
     )
-    table = connection.ops.quote_name(Position._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {table} (account_id, contract_id, type, size, average_price,
-                                 broker_position_id, last_server_ts, version, created_at,
-                                 updated_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s, %s)
-            ON CONFLICT (account_id, contract_id) DO UPDATE SET
-                type = EXCLUDED.type, size = EXCLUDED.size,
-                average_price = EXCLUDED.average_price,
-                broker_position_id = EXCLUDED.broker_position_id,
-                last_server_ts = EXCLUDED.last_server_ts,
-                version = {table}.version + 1, updated_at = EXCLUDED.updated_at
-            WHERE {table}.last_server_ts IS NULL
-               OR {table}.last_server_ts <= EXCLUDED.last_server_ts
-            RETURNING id, version
-            """,
-            [
-                account.pk,
-                position.contract_id,
-                position.type,
-                position.size,
-                None
-                if position.average_price is None
-                else connection.ops.adapt_decimalfield_value(
-                    position.average_price, **PRICE_DIGITS
-                ),
-                wire.id,
-                connection.ops.adapt_datetimefield_value(wire.creation_timestamp),
-                connection.ops.adapt_datetimefield_value(now),
-                connection.ops.adapt_datetimefield_value(now),
-            ],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        return "stale"
-    position.pk, position.version = row
-    # Told from the row as written (no query after commit: the listener applies thousands).
-    transaction.on_commit(lambda: position_changed.send(sender=Position, position=position))
-    return "applied"
+    cursor = sent_cursor(
+        _POSITION_APPLY_SQL,
+        [
+            account.pk,
+            position.contract_id,
+            position.type,
+            position.size,
+            None
+            if position.average_price is None
+            else connection.ops.adapt_decimalfield_value(position.average_price, **PRICE_DIGITS),
+            wire.id,
+            connection.ops.adapt_datetimefield_value(wire.creation_timestamp),
+            connection.ops.adapt_datetimefield_value(now),
+            connection.ops.adapt_datetimefield_value(now),
+        ],
+    )
+
+    def outcome() -> str:
+        with cursor:
+            row = cursor.fetchone()
+        if row is None:
+            return "stale"
+        position.pk, position.version = row
+        # Told from the row as written (no query after commit: the listener applies thousands).
+        transaction.on_commit(lambda: position_changed.send(sender=Position, position=position))
+        return "applied"
+
+    return outcome
+
+
+_POSITION_TABLE = Position._meta.db_table
+_POSITION_APPLY_SQL = f"""
+    INSERT INTO {_POSITION_TABLE} (account_id, contract_id, type, size, average_price,
+                                   broker_position_id, last_server_ts, version, created_at,
+                                   updated_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s, %s)
+    ON CONFLICT (account_id, contract_id) DO UPDATE SET
+        type = EXCLUDED.type, size = EXCLUDED.size,
+        average_price = EXCLUDED.average_price,
+        broker_position_id = EXCLUDED.broker_position_id,
+        last_server_ts = EXCLUDED.last_server_ts,
+        version = {_POSITION_TABLE}.version + 1, updated_at = EXCLUDED.updated_at
+    WHERE {_POSITION_TABLE}.last_server_ts IS NULL
+       OR {_POSITION_TABLE}.last_server_ts <= EXCLUDED.last_server_ts
+    RETURNING id, version
+    """
 
 
 def positions_reconcile(

@@ -61,6 +61,7 @@ from accounts import services as account_services
 from accounts.broker_session import SharedSessionClient
 from accounts.models import Account
 from common import metrics
+from common.pipeline import Sent
 from common.supervision import TaskSupervisor
 from common.transactions import applied_whole
 from fills import services
@@ -190,15 +191,38 @@ def _apply_setwise(events: list[Event], trigger: str, accounts: dict[int, Accoun
                 outcomes[index] = "coalesced"
         else:
             raise ValueError(f"unknown event kind {kind!r}")
-    # Accounts, then positions, then (in the batch below) orders: the lock hierarchy.
-    for index in sorted([*newest_account.values(), *newest_position.values()]):
-        kind, payload, action = events[index]
-        outcomes[index] = _apply_one(kind, payload, action, trigger, accounts)
-    with services.events_batched(list(groups.values())):
+
+    def send_first() -> Sent:
+        # Accounts, then positions, then (in the batch) orders: the lock hierarchy. Sent with
+        # the batch's order locks, answered together (one round trip where there were four).
+        sent = [
+            (index, _send_one(events[index], accounts))
+            for index in sorted([*newest_account.values(), *newest_position.values()])
+        ]
+        return lambda: [(index, outcome()) for index, outcome in sent]
+
+    with services.events_batched(list(groups.values()), send_first=send_first) as first:
+        for index, outcome in first:
+            outcomes[index] = outcome
         for index, (kind, payload, action) in enumerate(events):
             if outcomes[index] is None:
                 outcomes[index] = _apply_one(kind, payload, action, trigger, accounts)
     return [outcome or "ignored" for outcome in outcomes]
+
+
+def _send_one(event: Event, accounts: dict[int, Account]) -> Sent:
+    """An account or position event's write, sent (`common.pipeline`): the function returned
+    reads its outcome. Its account is known (`_apply_setwise` looked it up)."""
+    kind, payload, action = event
+    if kind == "account":
+        account_services.account_apply(wire=payload)
+        return lambda: "applied"
+    if kind == "position":
+        account = accounts[payload.account_id]
+        return account_services.position_apply_sent(
+            account=account, wire=payload, closed=action == EventAction.DELETE
+        )
+    raise ValueError(f"{kind!r} events are not sent ahead")
 
 
 def _known_account(broker_account_id: int, accounts: dict[int, Account]) -> Account | None:

@@ -13,6 +13,9 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from accounts.models import Position
+from common.pipeline import sent_together
+from fills.listener import apply_events
 from fills.models import Fill
 from fills.services import (
     FillOutcome,
@@ -27,6 +30,7 @@ from orders import wire as wire_maps
 from orders.models import Order
 from orders.services import BrokerEvidence, order_transition, order_update
 from projectx.enums import OrderStatus as Broker
+from projectx.models import Position as WirePosition
 from tests.factories import make_account, make_order
 from tests.fills.wire import broker_order, trade
 
@@ -310,7 +314,9 @@ def test_the_orders_a_batch_locks_read_exactly_as_the_orm_reads_them() -> None:
     )
     tagged = make_order(account=order.account, custom_tag="bot-1:abc", size=3)
     with transaction.atomic():
-        locked = _orders_locked(order.account, {order.broker_order_id}, {"bot-1:abc"})
+        with sent_together():  # as a batch sends it: with its account and position writes
+            read = _orders_locked(order.account, {order.broker_order_id}, {"bot-1:abc"})
+        locked = read()
     expected = [Order.objects.get(pk=order.pk), Order.objects.get(pk=tagged.pk)]
     expected.sort(key=lambda o: o.pk)
     for got, want in zip(locked, expected, strict=True):
@@ -363,3 +369,33 @@ def test_a_fill_built_from_a_trade_equals_the_orms_and_reads_its_relations_witho
         2,
         True,
     )
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_position_the_database_refuses_fails_alone_and_its_batchs_fill_is_kept() -> None:
+    # A batch sends its account and position writes together with its order locks, answered
+    # in one round trip (common.pipeline): a write the database refuses there must still fail
+    # the batch, which is then applied event by event, and nothing but that event is lost.
+    order = working_order(size=5)
+    account = order.account
+    fill = trade(
+        order_id=order.broker_order_id,
+        account_id=account.broker_account_id,
+        size=2,
+        price="21000.25",
+    )
+    refused = WirePosition(
+        id=9,
+        account_id=account.broker_account_id,
+        contract_id="X" * 65,  # longer than the column: PostgreSQL refuses the row
+        creation_timestamp=fill.creation_timestamp,
+        type=1,
+        size=2,
+        average_price=Decimal("21000.25"),
+    )
+    outcomes = apply_events([("trade", fill, None), ("position", refused, None)], "broker-stream")
+    assert outcomes == ["applied", "error"]
+    order.refresh_from_db()
+    assert (order.filled_size, order.status) == (2, "partially_filled")
+    assert not Position.objects.filter(account=account).exists()
