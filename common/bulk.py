@@ -13,7 +13,7 @@ records), only for the rows the UPDATE wrote: one round trip where there were tw
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -101,8 +101,15 @@ def update_row(
     was written. Returns (written, the primary keys of `along`'s rows inserted).
 
     On PostgreSQL one statement: `WITH written AS (UPDATE ... RETURNING 1) INSERT ... SELECT
-    ... WHERE EXISTS (SELECT 1 FROM written)`.
+    ... WHERE EXISTS (SELECT 1 FROM written)`, its text built once per shape (the fields
+    written, the number of rows along) and its values bound server-side, adapted by psycopg
+    as `update_rows` does: building the text and adapting every value through the fields was
+    most of the CPU of an order write (every placement's, every batch of fills').
     """
+    if connection.vendor == "postgresql":
+        return update_row_sent(
+            model, values, key=key, guard=guard, expected=expected, along=along
+        )()
     meta = model._meta
     quote = connection.ops.quote_name
     pk = _concrete(meta.pk)
@@ -120,28 +127,108 @@ def update_row(
         pk.get_db_prep_value(key, connection),
         expected,
     ]
-    if along is None or not along.rows:
-        with connection.cursor() as cursor:
-            cursor.execute(update, params)
-            return cursor.rowcount == 1, []
-    along_meta = along.model._meta
-    along_pk = _concrete(along_meta.pk)
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(update, params)
-            if cursor.rowcount != 1:
-                return False, []
-        inserted = insert_rows(along.model, along.fields, along.rows, returning=(along_pk.column,))
-        return True, [row[0] for row in inserted]
-    along_sql, along_params = _along_values(along)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH written AS ({update} RETURNING 1) {along_sql} "
-            f"WHERE EXISTS (SELECT 1 FROM written) RETURNING {quote(along_pk.column)}",
-            [*params, *along_params],
-        )
-        inserted = cursor.fetchall()
-    return bool(inserted), [row[0] for row in inserted]
+        cursor.execute(update, params)
+        if cursor.rowcount != 1:
+            return False, []
+    if along is None or not along.rows:
+        return True, []
+    along_pk = _concrete(along.model._meta.pk)
+    inserted = insert_rows(along.model, along.fields, along.rows, returning=(along_pk.column,))
+    return True, [row[0] for row in inserted]
+
+
+@dataclass(frozen=True)
+class _BoundUpdate:
+    sql: str
+    json_values: tuple[bool, ...]  # per value bound: a JSON column's, wrapped for psycopg
+
+
+_BOUND_UPDATES: dict[tuple[Any, ...], _BoundUpdate] = {}
+
+
+def update_row_sent(
+    model: type[models.Model],
+    values: Mapping[str, Any],
+    *,
+    key: Any,
+    guard: str,
+    expected: Any,
+    along: Along | None = None,
+) -> Callable[[], tuple[bool, list[Any]]]:
+    """`update_row` for statements sent together (`common.pipeline`): the statement is
+    executed now, the function returned reads what `update_row` returns after the block."""
+    if connection.vendor != "postgresql":
+        done = update_row(model, values, key=key, guard=guard, expected=expected, along=along)
+        return lambda: done
+    names = tuple(values)
+    along_rows = along.rows if along is not None else ()
+    shape = (
+        model,
+        names,
+        guard,
+        None if along is None else (along.model, tuple(along.fields)),
+        len(along_rows),
+    )
+    statement = _BOUND_UPDATES.get(shape)
+    if statement is None:
+        statement = _BOUND_UPDATES[shape] = _bound_update(model, names, guard, along)
+    params = [*values.values(), key, expected]
+    for row in along_rows:
+        params.extend(row)
+    params = [
+        Jsonb(value) if is_json and value is not None else value
+        for value, is_json in zip(params, statement.json_values, strict=True)
+    ]
+    connection.ensure_connection()
+    cursor = psycopg.Cursor(connection.connection)
+    try:
+        cursor.execute(statement.sql, params)
+    except BaseException:
+        cursor.close()
+        raise
+
+    def written() -> tuple[bool, list[Any]]:
+        with cursor:
+            if not along_rows:
+                return cursor.rowcount == 1, []
+            inserted = cursor.fetchall()
+        return bool(inserted), [row[0] for row in inserted]
+
+    return written
+
+
+def _bound_update(
+    model: type[models.Model], names: tuple[str, ...], guard: str, along: Along | None
+) -> _BoundUpdate:
+    meta = model._meta
+    quote = connection.ops.quote_name
+    pk = _concrete(meta.pk)
+    fields = [_concrete(meta.get_field(name)) for name in names]
+    # Each value cast to its column's type, as the text-bound statement's literals were read.
+    assignments = ", ".join(f"{quote(f.column)} = %s::{_db_type(f)}" for f in fields)
+    guard_field = _concrete(meta.get_field(guard))
+    update = (
+        f"UPDATE {quote(meta.db_table)} SET {assignments} "
+        f"WHERE {quote(pk.column)} = %s::{_db_type(pk)} "
+        f"AND {quote(guard_field.column)} = %s::{_db_type(guard_field)}"
+    )
+    json_values = [isinstance(f, models.JSONField) for f in fields] + [False, False]
+    if along is None or not along.rows:
+        return _BoundUpdate(update, tuple(json_values))
+    along_meta = along.model._meta
+    along_columns = [_concrete(along_meta.get_field(name)) for name in along.fields]
+    row_sql = "(" + ", ".join(f"%s::{_db_type(field)}" for field in along_columns) + ")"
+    along_pk = _concrete(along_meta.pk)
+    sql = (
+        f"WITH written AS ({update} RETURNING 1) "
+        f"INSERT INTO {quote(along_meta.db_table)} "
+        f"({', '.join(quote(f.column) for f in along_columns)}) "
+        f"SELECT * FROM (VALUES {', '.join([row_sql] * len(along.rows))}) AS along "
+        f"WHERE EXISTS (SELECT 1 FROM written) RETURNING {quote(along_pk.column)}"
+    )
+    json_values += [isinstance(f, models.JSONField) for f in along_columns] * len(along.rows)
+    return _BoundUpdate(sql, tuple(json_values))
 
 
 def insert_row(
@@ -210,8 +297,21 @@ def update_rows(
     the primary keys of the rows written: a key missing from it lost its condition. `along`'s
     rows are inserted by the same statement, those linked to a row written.
     """
+    return update_rows_sent(model, fields, rows, guard=guard, along=along)()
+
+
+def update_rows_sent(
+    model: type[models.Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    guard: str,
+    along: Along | None = None,
+) -> Callable[[], set[Any]]:
+    """`update_rows` for statements sent together (`common.pipeline`): the statement is
+    executed now, the function returned reads the keys written after the block."""
     if not rows:
-        return set()
+        return set
     if connection.vendor != "postgresql":
         raise NotImplementedError("update_rows binds arrays: PostgreSQL only")
     meta = model._meta
@@ -251,10 +351,42 @@ def update_rows(
             "SELECT written_key FROM written"
         )
         params = [*params, *along_params]
+    read = rows_sent(sql, params)
+    return lambda: {row[0] for row in read()}
+
+
+def column_arrays(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> tuple[str, list[list[Any]]]:
+    """For a statement of the caller's that reads `rows` (one value per name in `fields`) from
+    `unnest(...)`: the typed array placeholders, bound server-side in binary, and their
+    parameters (`rows_sent` runs it)."""
+    return _column_arrays([_concrete(model._meta.get_field(name)) for name in fields], rows)
+
+
+def rows_sent(sql: str, params: Sequence[Any]) -> Sent:
+    """Run `sql` with its parameters bound server-side (PostgreSQL: `column_arrays`' arrays),
+    sent with the statements around it (`common.pipeline`); the function returned reads its
+    rows after the block."""
     connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
+    cursor = psycopg.Cursor(connection.connection)
+    try:
         cursor.execute(sql, params)
-        return {row[0] for row in cursor.fetchall()}
+    except BaseException:
+        cursor.close()
+        raise
+
+    def rows() -> list[tuple[Any, ...]]:
+        with cursor:
+            return list(cursor.fetchall())
+
+    return rows
+
+
+def instances_from_rows(model: type[M], rows: Sequence[Sequence[Any]]) -> list[M]:
+    """Instances of `model` from rows that start with `column_list(model)`, as the ORM builds
+    them (see `fetch_instances`)."""
+    return _instances(model, rows)
 
 
 def _column_arrays(

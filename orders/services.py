@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,7 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_fsm import TransitionNotAllowed
 
-from common.bulk import Along, insert_row, update_row, update_rows
+from common.bulk import Along, insert_row, update_row_sent, update_rows_sent
 from orders import lifecycle
 from orders.exceptions import IllegalTransition, VersionConflict
 from orders.models import (
@@ -230,8 +231,19 @@ def _update_row(
     rows inserted by the same statement (`bulk.update_row`): every order write (each
     placement's, each batch of fills') goes through here, and building the ORM's UPDATE was
     the larger part of its cost. A lost condition writes neither."""
+    _update_row_sent(order, changed, previous_version, records)()
+
+
+def _update_row_sent(
+    order: Order,
+    changed: Iterable[str],
+    previous_version: int,
+    records: Sequence[OrderTransition] = (),
+) -> Callable[[], None]:
+    """`_update_row` for statements sent together (`common.pipeline`): the function returned
+    checks the write (`VersionConflict` when it lost its condition) after the block."""
     fields = [_ORDER_FIELDS[name] for name in sorted({*_ALWAYS_WRITTEN, *changed})]
-    written, audit_ids = update_row(
+    answer = update_row_sent(
         Order,
         {f.name: getattr(order, f.attname) for f in fields},
         key=order.pk,
@@ -239,13 +251,18 @@ def _update_row(
         expected=previous_version,
         along=_audit_rows(records),
     )
-    if not written:
-        current = Order.objects.get(pk=order.pk)
-        raise VersionConflict(current=current, expected_version=previous_version)
-    if len(records) == 1:
-        (records[0].pk,) = audit_ids
-        records[0]._state.adding = False
-        records[0]._state.db = connection.alias
+
+    def check() -> None:
+        written, audit_ids = answer()
+        if not written:
+            current = Order.objects.get(pk=order.pk)
+            raise VersionConflict(current=current, expected_version=previous_version)
+        if len(records) == 1:
+            (records[0].pk,) = audit_ids
+            records[0]._state.adding = False
+            records[0]._state.db = connection.alias
+
+    return check
 
 
 _TRANSITION_COLUMNS = (
@@ -328,11 +345,21 @@ class OrderWriteBatch:
 
     def flush(self) -> None:
         """Write what is staged, in the caller's transaction; after commit, tell receivers."""
+        self.flush_sent()()
+
+    def flush_sent(self) -> Callable[[], None]:
+        """`flush` for statements sent together (`common.pipeline`): the writes are sent now;
+        the function returned checks them (`VersionConflict`) after the block."""
         staged = self.take_staged()
         if not staged:
-            return
-        _write_staged(staged)
-        transaction.on_commit(lambda: _announce(staged))
+            return lambda: None
+        check = _write_staged_sent(staged)
+
+        def written() -> None:
+            check()
+            transaction.on_commit(lambda: _announce(staged))
+
+        return written
 
     def take_staged(self) -> list[_StagedOrder]:
         """What is staged, without writing it (the caller writes the rows itself)."""
@@ -349,17 +376,26 @@ def _write_staged(staged: list[_StagedOrder]) -> None:
     a batch of fills across twenty orders is one UPDATE with its audit rows, not twenty round
     trips. An order is written exactly as alone: the same columns, from the same version.
     """
+    _write_staged_sent(staged)()
+
+
+def _write_staged_sent(staged: list[_StagedOrder]) -> Callable[[], None]:
+    """`_write_staged` for statements sent together (`common.pipeline`): the function returned
+    checks every write (`VersionConflict`) after the block."""
     by_columns: dict[tuple[str, ...], list[_StagedOrder]] = {}
     for item in sorted(staged, key=lambda s: str(s.order.pk)):
         names = tuple(sorted({*_ALWAYS_WRITTEN, *item.changed}))
         by_columns.setdefault(names, []).append(item)
+    checks: list[Callable[[], None]] = []
     for names, items in by_columns.items():
         if connection.vendor != "postgresql" or len(items) == 1:
-            for item in items:
-                _update_row(item.order, item.changed, item.version_at_lock, item.records)
+            checks += [
+                _update_row_sent(item.order, item.changed, item.version_at_lock, item.records)
+                for item in items
+            ]
             continue
         attnames = [_ORDER_FIELDS[name].attname for name in names]
-        written = update_rows(
+        answer = update_rows_sent(
             Order,
             names,
             [
@@ -369,10 +405,21 @@ def _write_staged(staged: list[_StagedOrder]) -> None:
             guard="version",
             along=_audit_rows([record for item in items for record in item.records]),
         )
-        for item in items:
-            if item.order.pk not in written:
-                current = Order.objects.get(pk=item.order.pk)
-                raise VersionConflict(current=current, expected_version=item.version_at_lock)
+        checks.append(functools.partial(_check_written, items, answer))
+
+    def check_all() -> None:
+        for check in checks:
+            check()
+
+    return check_all
+
+
+def _check_written(items: list[_StagedOrder], answer: Callable[[], set[Any]]) -> None:
+    written = answer()
+    for item in items:
+        if item.order.pk not in written:
+            current = Order.objects.get(pk=item.order.pk)
+            raise VersionConflict(current=current, expected_version=item.version_at_lock)
 
 
 def _audit_rows(records: Sequence[OrderTransition]) -> Along:
