@@ -471,6 +471,15 @@ def realized_pnl_add(*, account_id: int, entries: Iterable[RealizedEntry]) -> No
     the same statement on PostgreSQL (the upsert in a WITH, the account's limit fields read
     after it): an account without a loss limit costs no query after commit.
     """
+    realized_pnl_add_sent(account_id=account_id, entries=entries)()
+
+
+def realized_pnl_add_sent(
+    *, account_id: int, entries: Iterable[RealizedEntry]
+) -> Callable[[], None]:
+    """`realized_pnl_add` for statements sent together (`common.pipeline`): the upsert is
+    executed now, the function returned reads whether the loss limit is to be checked after
+    commit, after the block."""
     totals: dict[tuple[date, str], list[Any]] = {}
     entries = list(entries)
     for entry, day in zip(entries, trading_days(e.at for e in entries), strict=True):
@@ -480,7 +489,7 @@ def realized_pnl_add(*, account_id: int, entries: Iterable[RealizedEntry]) -> No
         total[1] += entry.fees
         total[2] += entry.trades
     if not totals:
-        return
+        return lambda: None
     table = connection.ops.quote_name(RealizedPnl._meta.db_table)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     rows = sorted(totals.items())
@@ -507,17 +516,26 @@ def realized_pnl_add(*, account_id: int, entries: Iterable[RealizedEntry]) -> No
             trades = {table}.trades + EXCLUDED.trades,
             updated_at = EXCLUDED.updated_at
         """
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # A data-modifying WITH runs to completion whether or not the query reads it.
-            cursor.execute(
-                f"WITH upserted AS ({upsert} RETURNING 1) {_LOSS_LIMIT_FIELDS_SQL}",
-                [*params, account_id],
-            )
-            may_act = _loss_limit_fields_may_act(cursor.fetchone())
-        else:  # SQLite has no INSERT inside WITH
+    if connection.vendor != "postgresql":  # SQLite has no INSERT inside WITH
+        with connection.cursor() as cursor:
             cursor.execute(upsert, params)
-            may_act = _loss_limit_may_act(account_id)
+        may_act = _loss_limit_may_act(account_id)
+        return lambda: _loss_limit_check_on_commit(account_id, may_act)
+    # A data-modifying WITH runs to completion whether or not the query reads it.
+    cursor = sent_cursor(
+        f"WITH upserted AS ({upsert} RETURNING 1) {_LOSS_LIMIT_FIELDS_SQL}",
+        [*params, account_id],
+    )
+
+    def check_on_commit() -> None:
+        with cursor:
+            may_act = _loss_limit_fields_may_act(cursor.fetchone())
+        _loss_limit_check_on_commit(account_id, may_act)
+
+    return check_on_commit
+
+
+def _loss_limit_check_on_commit(account_id: int, may_act: bool) -> None:
     if may_act:
         transaction.on_commit(lambda: _loss_limit_check_after_commit(account_id))
 

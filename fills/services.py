@@ -28,9 +28,16 @@ from django.utils import timezone
 
 from accounts.gateway import get_gateway
 from accounts.models import Account
-from accounts.services import RealizedEntry, realized_pnl_add
+from accounts.services import RealizedEntry, realized_pnl_add, realized_pnl_add_sent
 from common import metrics
-from common.bulk import column_list, fetch_instances_sent, insert_rows
+from common.bulk import (
+    column_arrays,
+    column_list,
+    fetch_instances_sent,
+    insert_rows,
+    instances_from_rows,
+    rows_sent,
+)
 from common.pipeline import Sent, sent_together
 from fills.averages import add_to_notional, average_price, fill_totals
 from fills.models import Fill
@@ -531,18 +538,71 @@ class _EventBatch:
                     return order
         return None
 
+    def lock_and_store_sent(
+        self,
+        account: Account,
+        *,
+        broker_order_ids: set[int],
+        tags: set[str],
+        trades: list[WireTrade],
+    ) -> Callable[[], None]:
+        """Send the lock of the account's orders of the batch and the INSERT of its new fills;
+        the function returned holds the orders and keeps the fills stored, once answered.
+
+        On PostgreSQL one statement: the fills take their orders from the rows it locks
+        (`_LOCK_AND_STORE_SQL`), so a fill belongs to exactly the order the batch then holds,
+        as when the INSERT followed the lock. Elsewhere, the lock then the INSERT."""
+        new = _new_trades(trades)
+        if connection.vendor != "postgresql" or not new:
+            hold = self.lock_sent(account, broker_order_ids=broker_order_ids, tags=tags)
+
+            def hold_then_store() -> None:
+                hold()
+                self.store(account, trades)
+
+            return hold_then_store
+        fills = [_fill_from(account, trade, None) for trade in new]
+        received_at = timezone.now()
+        arrays, params = column_arrays(
+            Fill,
+            _STORED_COLUMNS,
+            [[*(getattr(fill, n) for n in _STORED_COLUMNS[:-1]), received_at] for fill in fills],
+        )
+        answer = rows_sent(
+            _lock_and_store_sql(arrays),
+            [account.pk, sorted(broker_order_ids), sorted(tags), *params],
+        )
+
+        def hold_and_keep() -> None:
+            rows = answer()
+            orders = instances_from_rows(Order, [r for r in rows if r[_ORDER_PK_AT] is not None])
+            found: set[int | None] = set()
+            for order in orders:
+                order.account = account
+                self.writes.hold(order)
+                found.add(order.broker_order_id)
+            self._absent |= {(account.pk, i) for i in broker_order_ids if i not in found}
+            trade_ids, fill_ids = rows[0][-2:]
+            stored = dict(zip(trade_ids or (), fill_ids or (), strict=True))
+            for fill in fills:
+                if fill.broker_trade_id not in stored:
+                    continue
+                owner = self.order_by_broker_id(account, fill.broker_order_id)
+                fill.order_id = None if owner is None else owner.pk
+                _fill_order.set_cached_value(fill, owner)
+                fill.pk = stored[fill.broker_trade_id]
+                self._stored[(account.pk, fill.broker_trade_id)] = fill
+
+        return hold_and_keep
+
     # Fills ----------------------------------------------------------------------------------
 
     def store(self, account: Account, trades: list[WireTrade]) -> None:
         """Store the batch's new fills in one INSERT; each trade event then takes its own."""
-        fills: list[Fill] = []
-        seen: set[int] = set()
-        for trade in trades:
-            if trade.voided or trade.id in seen:
-                continue  # a void changes a stored fill: applied by its event, one at a time
-            seen.add(trade.id)
-            order = self.order_by_broker_id(account, trade.order_id)
-            fills.append(_fill_from(account, trade, order))
+        fills = [
+            _fill_from(account, trade, self.order_by_broker_id(account, trade.order_id))
+            for trade in _new_trades(trades)
+        ]
         if not fills:
             return
         received_at = timezone.now()
@@ -604,6 +664,54 @@ _FILL_COLUMNS = (
     "broker_ts",
     "received_at",
 )
+
+# The same, but the order: the lock-and-store statement takes it from the rows it locks.
+_STORED_COLUMNS = tuple(name for name in _FILL_COLUMNS if name != "order_id")
+
+
+def _new_trades(trades: list[WireTrade]) -> list[WireTrade]:
+    """The trades a batch stores ahead: each once, and no void (a void changes a stored fill:
+    applied by its event, one at a time)."""
+    new: list[WireTrade] = []
+    seen: set[int] = set()
+    for trade in trades:
+        if not trade.voided and trade.id not in seen:
+            seen.add(trade.id)
+            new.append(trade)
+    return new
+
+
+_LOCK_AND_STORE: dict[str, str] = {}
+# Where the order's primary key is in `column_list(Order)`: NULL there is the row of no order.
+_ORDER_PK_AT = [f.attname for f in Order._meta.concrete_fields].index(Order._meta.pk.attname)
+
+
+def _lock_and_store_sql(arrays: str) -> str:
+    """The order lock (`_LOCK_ORDERS_SQL`) and the INSERT of the fills from `arrays`, each
+    fill's order the locked row with its broker order id, in one statement. Its rows are the
+    locked orders (none: one row of NULLs), each ending with the stored fills' broker trade
+    ids and ids (NULL when none was stored)."""
+    known = _LOCK_AND_STORE.get(arrays)
+    if known is not None:
+        return known
+    order_id = (
+        f"(SELECT locked.{Order._meta.pk.column} FROM locked "
+        "WHERE locked.broker_order_id = source.broker_order_id)"
+    )
+    values = ", ".join(order_id if c == "order_id" else f"source.{c}" for c in _FILL_COLUMNS)
+    sql = (
+        f"WITH locked AS ({_LOCK_ORDERS_SQL}), "
+        f"stored AS (INSERT INTO {Fill._meta.db_table} ({', '.join(_FILL_COLUMNS)}) "
+        f"SELECT {values} "
+        f"FROM unnest({arrays}) AS source({', '.join(_STORED_COLUMNS)}) "
+        "ON CONFLICT (account_id, broker_trade_id) DO NOTHING RETURNING broker_trade_id, id) "
+        "SELECT locked.*, fills.trade_ids, fills.fill_ids FROM (SELECT "
+        "array_agg(broker_trade_id) AS trade_ids, array_agg(id) AS fill_ids FROM stored) AS fills "
+        "LEFT JOIN locked ON true"
+    )
+    _LOCK_AND_STORE[arrays] = sql
+    return sql
+
 
 _event_batch: contextvars.ContextVar[_EventBatch | None] = contextvars.ContextVar(
     "fills_event_batch", default=None
@@ -679,22 +787,29 @@ def events_batched(
             with sent_together():
                 first = send_first() if send_first is not None else None
                 holds = [
-                    batch.lock_sent(
+                    batch.lock_and_store_sent(
                         group.account,
                         broker_order_ids={t.order_id for t in group.trades}
                         | {o.id for o in group.orders},
                         tags={o.custom_tag for o in group.orders if o.custom_tag},
+                        trades=group.trades,
                     )
                     for group in sorted(groups, key=lambda g: g.account.pk)
                 ]
             answered = first() if first is not None else None
             for hold in holds:
                 hold()
-            for group in groups:
-                batch.store(group.account, group.trades)
             yield answered
-            for account_id in sorted(batch.realized):  # one upsert per account
-                realized_pnl_add(account_id=account_id, entries=batch.realized[account_id])
+            # The day's realized P&L (one upsert per account) and the orders' writes, sent
+            # together: one round trip, the writes checked before the batch commits.
+            with sent_together():
+                sent = [
+                    realized_pnl_add_sent(account_id=account_id, entries=entries)
+                    for account_id, entries in sorted(batch.realized.items())
+                ]
+                sent.append(writes.flush_sent())
+            for read in sent:
+                read()
         finally:
             _event_batch.reset(token)
         outcomes = dict(batch.outcomes)
