@@ -33,7 +33,8 @@ def sent_together() -> Iterator[None]:
         yield
         return
     connection.ensure_connection()
-    with connection.connection.pipeline():
+    # A statement that failed raises as the block ends, as Django's error (DataError, ...).
+    with connection.wrap_database_errors, connection.connection.pipeline():
         yield
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 
 from orders.exceptions import VersionConflict
 from orders.models import Order, OrderTransition
@@ -97,3 +97,16 @@ def test_a_write_that_loses_its_version_stores_no_audit_row_for_it(orders: int) 
         # should have stored nothing for the write that lost, in the same transaction
         assert not OrderTransition.objects.filter(order_id=mine.pk).exists()
         assert Order.objects.get(pk=mine.pk).size == 5
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_value_an_order_column_cannot_hold_is_refused_never_cut() -> None:
+    # An order write binds its values server-side: a string too long for its column must fail
+    # the write, as it did when the values were quoted into the statement, and store nothing.
+    order = make_order(size=5)
+    with pytest.raises(DataError), transaction.atomic():
+        order_update(order_id=order.pk, changes={"custom_tag": "X" * 65}, trigger="api")
+    stored = Order.objects.get(pk=order.pk)
+    assert (stored.custom_tag, stored.version) == (order.custom_tag, order.version)
+    assert OrderTransition.objects.filter(order_id=order.pk).count() == 0
