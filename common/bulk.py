@@ -110,15 +110,9 @@ def update_row(
         return update_row_sent(
             model, values, key=key, guard=guard, expected=expected, along=along
         )()
-    meta = model._meta
-    quote = connection.ops.quote_name
-    pk = _concrete(meta.pk)
-    fields = [_concrete(meta.get_field(name)) for name in values]
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
-    update = (
-        f"UPDATE {quote(meta.db_table)} SET {assignments} "
-        f"WHERE {quote(pk.column)} = %s AND {quote(_concrete(meta.get_field(guard)).column)} = %s"
-    )
+    pk = _concrete(model._meta.pk)
+    fields = [_concrete(model._meta.get_field(name)) for name in values]
+    update = _update_sql(model, tuple(values), guard)
     params = [
         *(
             field.get_db_prep_save(value, connection)
@@ -195,33 +189,34 @@ def update_row_sent(
 def _bound_update(
     model: type[models.Model], names: tuple[str, ...], guard: str, along: Along | None
 ) -> _BoundUpdate:
+    fields = [_concrete(model._meta.get_field(name)) for name in names]
+    update = _update_sql(model, names, guard)
+    json_values = [isinstance(f, models.JSONField) for f in fields] + [False, False]
+    if along is None or not along.rows:
+        return _BoundUpdate(update, tuple(json_values))
+    along_sql, along_columns = _along_sql(along)
+    along_pk = connection.ops.quote_name(_concrete(along.model._meta.pk).column)
+    sql = (
+        f"WITH written AS ({update} RETURNING 1) {along_sql} "
+        f"WHERE EXISTS (SELECT 1 FROM written) RETURNING {along_pk}"
+    )
+    json_values += [isinstance(f, models.JSONField) for f in along_columns] * len(along.rows)
+    return _BoundUpdate(sql, tuple(json_values))
+
+
+def _update_sql(model: type[models.Model], names: tuple[str, ...], guard: str) -> str:
+    """`UPDATE table SET a = %s, ... WHERE pk = %s AND guard = %s`. No casts: an assignment
+    checks each value against its column (a string too long for a varchar(n) is an error,
+    where a cast would cut it)."""
     meta = model._meta
     quote = connection.ops.quote_name
     pk = _concrete(meta.pk)
     fields = [_concrete(meta.get_field(name)) for name in names]
-    # No casts: an assignment checks the value against its column (a string too long for a
-    # varchar(n) is an error, where a cast would cut it).
-    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
-    update = (
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    return (
         f"UPDATE {quote(meta.db_table)} SET {assignments} "
         f"WHERE {quote(pk.column)} = %s AND {quote(_concrete(meta.get_field(guard)).column)} = %s"
     )
-    json_values = [isinstance(f, models.JSONField) for f in fields] + [False, False]
-    if along is None or not along.rows:
-        return _BoundUpdate(update, tuple(json_values))
-    along_meta = along.model._meta
-    along_columns = [_concrete(along_meta.get_field(name)) for name in along.fields]
-    row_sql = "(" + ", ".join(f"%s::{_db_type(field)}" for field in along_columns) + ")"
-    along_pk = _concrete(along_meta.pk)
-    sql = (
-        f"WITH written AS ({update} RETURNING 1) "
-        f"INSERT INTO {quote(along_meta.db_table)} "
-        f"({', '.join(quote(f.column) for f in along_columns)}) "
-        f"SELECT * FROM (VALUES {', '.join([row_sql] * len(along.rows))}) AS along "
-        f"WHERE EXISTS (SELECT 1 FROM written) RETURNING {quote(along_pk.column)}"
-    )
-    json_values += [isinstance(f, models.JSONField) for f in along_columns] * len(along.rows)
-    return _BoundUpdate(sql, tuple(json_values))
 
 
 def insert_row(
@@ -258,6 +253,17 @@ def _along_values(along: Along) -> tuple[str, list[Any]]:
     """`INSERT INTO along's table (...) SELECT * FROM (VALUES ...) AS along`, each value cast
     to its column's type (a VALUES list outside an INSERT has no column types of its own),
     for the caller to finish with its WHERE; and its parameters."""
+    sql, columns = _along_sql(along)
+    params = [
+        field.get_db_prep_save(value, connection)
+        for row in along.rows
+        for field, value in zip(columns, row, strict=True)
+    ]
+    return sql, params
+
+
+def _along_sql(along: Along) -> tuple[str, list[models.Field[Any, Any]]]:
+    """`_along_values`' statement, and its columns."""
     meta = along.model._meta
     quote = connection.ops.quote_name
     columns = [_concrete(meta.get_field(name)) for name in along.fields]
@@ -266,12 +272,7 @@ def _along_values(along: Along) -> tuple[str, list[Any]]:
         f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in columns)}) "
         f"SELECT * FROM (VALUES {', '.join([row_sql] * len(along.rows))}) AS along"
     )
-    params = [
-        field.get_db_prep_save(value, connection)
-        for row in along.rows
-        for field, value in zip(columns, row, strict=True)
-    ]
-    return sql, params
+    return sql, columns
 
 
 def update_rows(
