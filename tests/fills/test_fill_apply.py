@@ -171,6 +171,7 @@ def test_a_fill_before_its_order_is_known_is_attached_when_the_order_appears() -
     assert (order.filled_size, order.status) == (1, "partially_filled")
 
 
+@pytest.mark.postgres  # counts row locks: SQLite takes none (no FOR UPDATE)
 @pytest.mark.django_db(transaction=True)
 def test_an_order_with_no_fill_ahead_is_not_locked_again_to_look_for_one() -> None:
     account = make_account()

@@ -125,6 +125,7 @@ def test_pages_outside_the_api_keep_djangos_html_404(staff_client: Client, path:
     assert response["Content-Type"].startswith("text/html")
 
 
+@pytest.mark.postgres  # the connection pool is PostgreSQL's (psycopg_pool)
 def test_no_free_database_connection_is_a_503_to_retry_not_a_500(bot) -> None:
     from django.db import connection
 
