@@ -4,8 +4,9 @@ Every statement Django runs waits for its answer before the next is sent, and th
 of a transaction waits for a `BEGIN` of its own. Where a unit of work runs several statements
 whose answers nothing in between needs (the listener's batch: the account's figures, the
 positions, the order locks), `sent_together` sends them as one pipeline (psycopg's pipeline
-mode, libpq's `PQpipelineSync`): `BEGIN`, every statement and a Sync leave in one write, and
-the answers come back together when the block ends.
+mode, libpq's `PQpipelineSync`): the statements and a Sync leave together, and the answers
+come back together when the block ends. (psycopg still sends a transaction's `BEGIN` with a
+Sync of its own before the first of them: one round trip for it, one for all the rest.)
 
 The rule inside the block: execute, never read. A statement's answer is read after the block,
 from the cursor it was executed on (keep it open: `Sent`). A statement that fails makes the

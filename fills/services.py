@@ -492,16 +492,16 @@ class _EventBatch:
         if not broker_order_ids and not tags:
             return lambda: None
         locked = _orders_locked(account, broker_order_ids, tags)
+        return lambda: self._hold(account, locked(), broker_order_ids)
 
-        def hold() -> None:
-            found: set[int | None] = set()
-            for order in locked():
-                order.account = account  # known: no query for it later (the desk row names it)
-                self.writes.hold(order)
-                found.add(order.broker_order_id)
-            self._absent |= {(account.pk, i) for i in broker_order_ids if i not in found}
-
-        return hold
+    def _hold(self, account: Account, locked: list[Order], broker_order_ids: set[int]) -> None:
+        """Hold the orders the batch locked; the broker ids it found none of are absent."""
+        found: set[int | None] = set()
+        for order in locked:
+            order.account = account  # known: no query for it later (the desk row names it)
+            self.writes.hold(order)
+            found.add(order.broker_order_id)
+        self._absent |= {(account.pk, i) for i in broker_order_ids if i not in found}
 
     def _held_orders(self, account: Account) -> list[Order]:
         return [o for o in self.writes.held_orders() if o.account_id == account.pk]
@@ -550,7 +550,7 @@ class _EventBatch:
         the function returned holds the orders and keeps the fills stored, once answered.
 
         On PostgreSQL one statement: the fills take their orders from the rows it locks
-        (`_LOCK_AND_STORE_SQL`), so a fill belongs to exactly the order the batch then holds,
+        (`_lock_and_store_sql`), so a fill belongs to exactly the order the batch then holds,
         as when the INSERT followed the lock. Elsewhere, the lock then the INSERT."""
         new = _new_trades(trades)
         if connection.vendor != "postgresql" or not new:
@@ -575,13 +575,8 @@ class _EventBatch:
 
         def hold_and_keep() -> None:
             rows = answer()
-            orders = instances_from_rows(Order, [r for r in rows if r[_ORDER_PK_AT] is not None])
-            found: set[int | None] = set()
-            for order in orders:
-                order.account = account
-                self.writes.hold(order)
-                found.add(order.broker_order_id)
-            self._absent |= {(account.pk, i) for i in broker_order_ids if i not in found}
+            locked = instances_from_rows(Order, [r for r in rows if r[_ORDER_PK_AT] is not None])
+            self._hold(account, locked, broker_order_ids)
             trade_ids, fill_ids = rows[0][-2:]
             stored = dict(zip(trade_ids or (), fill_ids or (), strict=True))
             for fill in fills:
