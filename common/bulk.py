@@ -386,12 +386,6 @@ def _raw_cursor_executing(sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any
     return cursor
 
 
-def instances_from_rows(model: type[M], rows: Sequence[Sequence[Any]]) -> list[M]:
-    """Instances of `model` from rows that start with `column_list(model)`, as the ORM builds
-    them (see `fetch_instances`)."""
-    return _instances(model, rows)
-
-
 def _column_arrays(
     columns: list[models.Field[Any, Any]], rows: Sequence[Sequence[Any]]
 ) -> tuple[str, list[list[Any]]]:
@@ -441,7 +435,7 @@ def fetch_instances(model: type[M], sql: str, params: Sequence[Any]) -> list[M]:
     more CPU than the statement's round trip (about 0.3 ms a row lock)."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return _instances(model, cursor.fetchall())
+        return instances_from_rows(model, cursor.fetchall())
 
 
 def fetch_instances_sent(model: type[M], sql: str, params: Sequence[Any]) -> Sent:
@@ -451,12 +445,14 @@ def fetch_instances_sent(model: type[M], sql: str, params: Sequence[Any]) -> Sen
 
     def instances() -> list[M]:
         with cursor:
-            return _instances(model, cursor.fetchall())
+            return instances_from_rows(model, cursor.fetchall())
 
     return instances
 
 
-def _instances(model: type[M], rows: Sequence[Sequence[Any]]) -> list[M]:
+def instances_from_rows(model: type[M], rows: Sequence[Sequence[Any]]) -> list[M]:
+    """Instances of `model` from rows that start with `column_list(model)` (any columns after
+    are ignored), as the ORM builds them (see `fetch_instances`)."""
     fields = model._meta.concrete_fields
     width = len(fields)
     converters = _converters(model)
