@@ -379,7 +379,8 @@ def _raw_cursor_executing(sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any
     cursor = psycopg.Cursor(connection.connection)
     try:
         with connection.wrap_database_errors:
-            cursor.execute(sql, params)
+            # Prepared (once per connection): these texts are few and each is run often.
+            cursor.execute(sql, params, prepare=True)
     except BaseException:
         cursor.close()
         raise

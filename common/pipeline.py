@@ -45,7 +45,15 @@ def sent_cursor(sql: str, params: list[Any]) -> Any:
     closes it (`with cursor:`) when it has read it."""
     cursor = connection.cursor()
     try:
-        cursor.execute(sql, params)
+        if connection.vendor == "postgresql":
+            # Prepared (once per connection, see the settings' prepare_threshold): the
+            # statements sent together are the listener's, run with the same text on every
+            # batch. Django's cursor wrapper has no way to ask, its psycopg cursor has.
+            connection.validate_no_broken_transaction()
+            with connection.wrap_database_errors:
+                cursor.cursor.execute(sql, params, prepare=True)
+        else:
+            cursor.execute(sql, params)
     except BaseException:
         cursor.close()
         raise
