@@ -234,3 +234,16 @@ def test_decimals_round_trip_exactly(price: Decimal) -> None:
 def test_timestamps_round_trip(moment: datetime) -> None:
     # should survive format and parse as the same instant
     assert parse_wire_datetime(format_wire_datetime(moment)) == moment
+
+
+def test_wire_numbers_keep_every_digit_and_non_numbers_are_refused() -> None:
+    # A figure with more digits than a float holds (17 significant) must come back as sent:
+    # a parser that goes through float (orjson, say) would round it.
+    parsed = loads(b'{"balance": 12345678901234.123456789, "fees": 1E-9, "id": 9007199254740993}')
+    assert parsed["balance"] == Decimal("12345678901234.123456789")
+    assert parsed["fees"] == Decimal("1E-9")
+    assert parsed["id"] == 9007199254740993  # an integer past 2**53 stays an exact int
+    # should refuse what is not JSON, as the error the client turns into MalformedResponse
+    for text in (b'{"price": NaN}', b"\xff\xfe", b'{"id": 1'):
+        with pytest.raises(ValueError):
+            loads(text)
