@@ -40,6 +40,7 @@ from accounts.selectors import (
 from accounts.signals import position_changed
 from common import metrics
 from common.pipeline import sent_cursor
+from common.statements import execute_prepared
 from common.transactions import atomic_statement
 from projectx import enums
 from projectx.errors import BrokerRejected
@@ -276,7 +277,8 @@ def account_apply(*, wire: WireAccount) -> None:
     # One statement written once: the ORM compiled this UPDATE afresh for every batch of
     # fills (every fill comes with an account event), a tenth of a one-fill batch's CPU.
     with atomic_statement(), connection.cursor() as cursor:
-        cursor.execute(
+        execute_prepared(
+            cursor,
             _ACCOUNT_APPLY_SQL,
             [
                 wire.name,
@@ -432,7 +434,7 @@ def _loss_limit_may_act(account_id: int) -> bool:
     Read with one statement written once: building the ORM query and the model cost about a
     sixth of the CPU of a listener's batch of one fill."""
     with connection.cursor() as cursor:
-        cursor.execute(_LOSS_LIMIT_FIELDS_SQL, [account_id])
+        execute_prepared(cursor, _LOSS_LIMIT_FIELDS_SQL, [account_id])
         row = cursor.fetchone()
     return _loss_limit_fields_may_act(row)
 

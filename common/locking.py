@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import OperationalError, connection
 
 from common import metrics
+from common.statements import execute_prepared
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,9 @@ class Turn:
             self._local_lock().release()
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [self.namespace, self.key])
+                execute_prepared(
+                    cursor, "SELECT pg_advisory_unlock(%s, %s)", [self.namespace, self.key]
+                )
 
 
 # A blocking wait for a session advisory lock, bounded by its own lock_timeout, in one
@@ -233,8 +236,10 @@ _WAIT_FOR_ADVISORY_LOCK_SQL = (
 def _wait_for_advisory_lock(namespace: int, key: int, timeout: float) -> None:
     with connection.cursor() as cursor:
         try:
-            cursor.execute(
-                _WAIT_FOR_ADVISORY_LOCK_SQL, [namespace, key, f"{max(1, int(timeout * 1000))}ms"]
+            execute_prepared(
+                cursor,
+                _WAIT_FOR_ADVISORY_LOCK_SQL,
+                [namespace, key, f"{max(1, int(timeout * 1000))}ms"],
             )
         except OperationalError as exc:
             if _sqlstate(exc) == LOCK_NOT_AVAILABLE:
@@ -249,4 +254,4 @@ def _postgres_advisory_lock(namespace: int, key: int, timeout: float) -> Any:
         yield
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [namespace, key])
+            execute_prepared(cursor, "SELECT pg_advisory_unlock(%s, %s)", [namespace, key])

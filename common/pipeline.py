@@ -23,6 +23,8 @@ from typing import Any
 
 from django.db import connection
 
+from common.statements import execute_prepared
+
 # Reads the answer of a statement already sent: call it after the `sent_together` block.
 Sent = Callable[[], Any]
 
@@ -45,15 +47,8 @@ def sent_cursor(sql: str, params: list[Any]) -> Any:
     closes it (`with cursor:`) when it has read it."""
     cursor = connection.cursor()
     try:
-        if connection.vendor == "postgresql":
-            # Prepared (once per connection, see the settings' prepare_threshold): the
-            # statements sent together are the listener's, run with the same text on every
-            # batch. Django's cursor wrapper has no way to ask, its psycopg cursor has.
-            connection.validate_no_broken_transaction()
-            with connection.wrap_database_errors:
-                cursor.cursor.execute(sql, params, prepare=True)
-        else:
-            cursor.execute(sql, params)
+        # The statements sent together are the listener's, the same texts on every batch.
+        execute_prepared(cursor, sql, params)
     except BaseException:
         cursor.close()
         raise

@@ -7,6 +7,8 @@ from typing import Any
 from django.apps import AppConfig
 from django.db import connection
 
+from common.statements import execute_prepared
+
 logger = logging.getLogger(__name__)
 
 
@@ -53,7 +55,8 @@ def _orphan_fill_exists(*, account_id: int, broker_id: int) -> bool:
     # answers it.
     table = connection.ops.quote_name(Fill._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(
+        execute_prepared(
+            cursor,
             f"SELECT 1 FROM {table} WHERE account_id = %s AND broker_order_id = %s"
             " AND order_id IS NULL LIMIT 1",
             [account_id, broker_id],

@@ -17,6 +17,7 @@ from accounts.models import Account, PositionClose
 from common import metrics
 from common.bulk import column_list, fetch_instances
 from common.locking import ADVISORY_NAMESPACE_PLACEMENT, Turn, TurnTimeout, retry_on_deadlock
+from common.statements import execute_prepared
 from orders import idempotency, lifecycle
 from orders.exceptions import PlacementDeferred, PlacementQueueFull, PositionClosing
 from orders.locking import lock_account_taking_seq
@@ -87,7 +88,8 @@ def refuse_when_full(account: Account, key: str) -> None:
         return
     quote = connection.ops.quote_name
     with connection.cursor() as cursor:
-        cursor.execute(
+        execute_prepared(
+            cursor,
             f"SELECT (SELECT COUNT(*) FROM {quote(Order._meta.db_table)}"
             " WHERE account_id = %s AND status = %s),"
             f" EXISTS (SELECT 1 FROM {quote(IdempotencyRecord._meta.db_table)}"
@@ -240,7 +242,7 @@ def _record_and_queue_state(
         record.save(force_insert=True)
         sql, params = f"SELECT %s, {state_sql}", [record.pk, *state_params]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        execute_prepared(cursor, sql, params)
         record.pk, closing, waiting, took = cursor.fetchone()
     record._state.adding = False
     record._state.db = connection.alias
