@@ -53,7 +53,7 @@ else:
         raise EnvironmentSettingError("DATABASE_URL", DATABASE_URL, str(exc)) from exc
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         _LOCK_TIMEOUT_MS = ORDER_MANAGEMENT.concurrency_control.lock_timeout_ms
-        PREPARE_ONLY_WHEN_ASKED = 2**31 - 1
+        _PREPARE_ONLY_WHEN_ASKED = 2**31 - 1
         # Under ASGI every request runs in a thread of its own, so per-thread persistent
         # connections would pile up past max_connections: a bounded psycopg pool per process
         # shares a few connections among all threads instead.
@@ -68,15 +68,16 @@ else:
                 # Parameters bound by the server, not quoted into the text by psycopg (which
                 # adapted each value in Python).
                 "server_side_binding": True,
-                # Prepared: only the statements our code asks for (`prepare=True`, in
-                # `common.pipeline` and `common.bulk`: the listener's batch and the order
-                # writes, one text run thousands of times an hour, whose parse and plan were
-                # 60% of PostgreSQL's time in a batch). Not the ORM's: Django turns psycopg's
-                # preparing off (prepare_threshold None, under which psycopg prepares nothing,
-                # asked or not), and turned on for every statement (threshold 5) it lowered the
-                # spread placement bench from 43.1/44.3 to 39.1/37.2 orders/s. A threshold out
-                # of reach keeps the ORM's unprepared and lets ours ask.
-                "prepare_threshold": PREPARE_ONLY_WHEN_ASKED,
+                # Prepared: only the statements our code asks for (`common.statements`, and
+                # `prepare=True` on `common.bulk`'s raw cursors: the listener's batch, the
+                # placement's statements, the order writes, a few texts run thousands of times
+                # an hour, whose parse and plan were 60% of PostgreSQL's time in a batch and
+                # 37% in a placement). Not the ORM's: Django turns psycopg's preparing off
+                # (prepare_threshold None, under which psycopg prepares nothing, asked or not),
+                # and turned on for every statement (threshold 5) it lowered the spread
+                # placement bench from 43.1/44.3 to 39.1/37.2 orders/s. A threshold out of
+                # reach keeps the ORM's unprepared and lets ours ask.
+                "prepare_threshold": _PREPARE_ONLY_WHEN_ASKED,
                 "pool": {
                     "min_size": 1,
                     "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20, minimum=1),
