@@ -1,0 +1,44 @@
+"""Views for the ASGI handler's tests (tests/ordermgmt/test_asgi_handler.py): one that holds its
+thread until told, one that lets it go, one that names its thread, one that streams."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.urls import URLPattern, path
+
+held_started = threading.Event()
+release_held = threading.Event()
+
+
+def hold(request: HttpRequest) -> HttpResponse:
+    held_started.set()
+    released = release_held.wait(timeout=30)
+    return HttpResponse("released" if released else "never released")
+
+
+def release(request: HttpRequest) -> HttpResponse:
+    release_held.set()
+    return HttpResponse("released")
+
+
+def thread_name(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(threading.current_thread().name)
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    def parts() -> Iterator[bytes]:
+        for n in range(5):
+            yield f"part {n};".encode()
+
+    return StreamingHttpResponse(parts())
+
+
+urlpatterns: list[URLPattern] = [
+    path("hold", hold),
+    path("release", release),
+    path("thread", thread_name),
+    path("stream", stream),
+]
