@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from projectx.client import ProjectXClient, SessionToken
+from projectx.client import ProjectXClient, SessionToken, on_request_written
 from projectx.config import GatewayConfig
 from projectx.enums import OrderSide, OrderType
 from projectx.errors import (
@@ -153,3 +153,49 @@ async def test_a_read_retries_a_timeout_within_its_bounded_attempts() -> None:
 
     # should have tried read_max_attempts times, each on the wire
     assert len(received) == client.config.read_max_attempts
+
+
+async def test_a_mutation_says_once_that_its_request_is_written_before_any_answer() -> None:
+    answer_now = asyncio.Event()
+
+    async def answer_when_told(writer: asyncio.StreamWriter, test_over: asyncio.Event) -> None:
+        await answer_now.wait()
+        body = b'{"success":true,"errorCode":0,"errorMessage":null,"orderId":7}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+    written: list[bool] = []
+    said_written = asyncio.Event()
+
+    def hear_written() -> None:
+        written.append(True)
+        said_written.set()
+
+    async with raw_server(answer_when_told) as (url, received), client_for(url) as client:
+
+        async def placing() -> int:
+            on_request_written.set(hear_written)
+            return await place(client)
+
+        placed = asyncio.create_task(placing())
+        # the account's turn waits for this (orders/placement/queue.py)
+        await asyncio.wait_for(said_written.wait(), timeout=5)
+        # should have said so while the broker still holds its answer
+        assert not placed.done()
+        answer_now.set()
+        assert await placed == 7
+
+    assert len(written) == 1
+    assert b'"customTag":"bot-1-lost-ack"' in received[0]
+
+
+async def test_a_mutation_that_is_never_sent_never_says_it_was_written() -> None:
+    url = f"http://127.0.0.1:{free_port_with_nothing_listening()}"
+    written: list[bool] = []
+
+    async with client_for(url) as client:
+        on_request_written.set(lambda: written.append(True))
+        with pytest.raises(RequestNotSent):
+            await place(client)
+
+    assert written == []

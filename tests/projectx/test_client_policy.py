@@ -1,5 +1,6 @@
-"""ProjectXClient policy on scripted HTTP answers (httpx.MockTransport): error mapping per
-endpoint, retries for reads only, the 401 re-login, token refresh by age, and rate limiting.
+"""ProjectXClient policy on scripted HTTP answers (a loopback server answering from a script
+written as httpx requests and responses): error mapping per endpoint, retries for reads only,
+the 401 re-login, token refresh by age, and rate limiting.
 
 What only real sockets can show (timeouts, refused connections) is in test_client_network.py;
 the full protocol against the simulator is in test_client_simulator.py.
@@ -7,8 +8,9 @@ the full protocol against the simulator is in test_client_simulator.py.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from projectx.client import ProjectXClient, SessionToken
 from projectx.config import GatewayConfig
@@ -86,6 +89,7 @@ class ScriptedGateway:
     )
     requests: list[httpx.Request] = field(default_factory=list)
     tokens_issued: int = 0
+    unscripted: list[str] = field(default_factory=list)
 
     def script(self, path: str, *answers: httpx.Response) -> None:
         self.scripts.setdefault(path, deque()).extend(answers)
@@ -106,7 +110,8 @@ class ScriptedGateway:
         if path == "Auth/validate":
             self.tokens_issued += 1
             return ok(newToken=f"token-{self.tokens_issued}")
-        raise AssertionError(f"unscripted request to {path}")
+        self.unscripted.append(path)
+        return httpx.Response(599, text=f"unscripted request to {path}")
 
 
 class FakeTime:
@@ -135,11 +140,41 @@ def fake_time() -> FakeTime:
 
 
 @pytest.fixture
-async def client(gateway: ScriptedGateway, fake_time: FakeTime) -> Any:
+async def config(gateway: ScriptedGateway) -> AsyncIterator[GatewayConfig]:
+    """CONFIG, pointing at a loopback server that answers from the gateway's script."""
+
+    async def answer(request: web.Request) -> web.Response:
+        sent = httpx.Request(
+            request.method,
+            str(request.url),
+            headers=list(request.headers.items()),
+            content=await request.read(),
+        )
+        reply = gateway.handle(sent)
+        reply.read()
+        headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-length"}
+        return web.Response(status=reply.status_code, body=reply.content, headers=headers)
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield dataclasses.replace(CONFIG, api_url=f"http://{host}:{port}")
+    finally:
+        await runner.cleanup()
+    # should only have sent what the test scripted (or a login)
+    assert gateway.unscripted == []
+
+
+@pytest.fixture
+async def client(config: GatewayConfig, fake_time: FakeTime) -> Any:
     async with ProjectXClient(
-        CONFIG,
+        config,
         rate_limiter=SlidingWindowRateLimiter(),
-        transport=httpx.MockTransport(gateway.handle),
         clock=fake_time.clock,
         sleep=fake_time.sleep,
     ) as client:
@@ -455,7 +490,7 @@ async def test_an_old_token_is_refreshed_with_validate_before_use(
 
 
 async def test_a_refused_validate_falls_back_to_a_fresh_login(
-    gateway: ScriptedGateway, fake_time: FakeTime
+    gateway: ScriptedGateway, config: GatewayConfig, fake_time: FakeTime
 ) -> None:
     stored: list[SessionToken] = []
     old = SessionToken("old-token", issued_at=fake_time.now - timedelta(hours=23, minutes=30))
@@ -463,11 +498,10 @@ async def test_a_refused_validate_falls_back_to_a_fresh_login(
     gateway.script("Order/searchOpen", ok(orders=[]))
 
     async with ProjectXClient(
-        CONFIG,
+        config,
         rate_limiter=SlidingWindowRateLimiter(),
         session_token=old,
         on_session_token=stored.append,
-        transport=httpx.MockTransport(gateway.handle),
         clock=fake_time.clock,
         sleep=fake_time.sleep,
     ) as client:
@@ -526,14 +560,13 @@ async def test_every_read_endpoint_speaks_the_documented_shape(
 
 
 async def test_a_mutation_over_the_local_limit_fails_fast_and_is_not_sent(
-    gateway: ScriptedGateway, fake_time: FakeTime
+    gateway: ScriptedGateway, config: GatewayConfig, fake_time: FakeTime
 ) -> None:
     limiter = SlidingWindowRateLimiter(general=RateLimit(max_requests=2, window_seconds=60))
     gateway.script("Order/cancel", ok())
     async with ProjectXClient(
-        CONFIG,
+        config,
         rate_limiter=limiter,
-        transport=httpx.MockTransport(gateway.handle),
         clock=fake_time.clock,
         sleep=fake_time.sleep,
     ) as client:
