@@ -7,14 +7,14 @@ two writers can never wait on each other in a circle (and within a kind, by prim
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import connection
 
 from accounts.models import Account, Position
 from common import metrics
-from common.bulk import column_list, fetch_instances
+from common.bulk import column_list, fetch_instances, fetch_instances_sent
 from orders.models import Order
 
 
@@ -87,6 +87,29 @@ def lock_account_taking_seq(account: Any) -> Account:
         Account.objects.filter(pk=pk).update(last_order_seq=locked.last_order_seq)
     metrics.lock_wait_seconds.labels("account").observe(time.perf_counter() - started)
     metrics.lock_acquisitions_total.labels("account").inc()
+    return locked
+
+
+def lock_account_taking_seq_sent(account: Any) -> Callable[[], Account]:
+    """`lock_account_taking_seq` among statements sent together (`common.pipeline`): the
+    statement is sent now, and the function returned gives the locked row once the block has
+    been answered. Statements sent after it in the block run once the lock is held (PostgreSQL
+    runs a pipeline's statements in order), each in a snapshot of its own taken then."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("lock_account_taking_seq must run inside transaction.atomic()")
+    if connection.vendor != "postgresql":
+        held = lock_account_taking_seq(account)
+        return lambda: held
+    started = time.perf_counter()
+    rows = fetch_instances_sent(Account, _TAKE_SEQ_SQL, [getattr(account, "pk", account)])
+
+    def locked() -> Account:
+        (row,) = rows()
+        # Up to the block's answer: the wait for the lock and the round trip it shares.
+        metrics.lock_wait_seconds.labels("account").observe(time.perf_counter() - started)
+        metrics.lock_acquisitions_total.labels("account").inc()
+        return row
+
     return locked
 
 

@@ -5,6 +5,7 @@ See docs/decisions/0002 and 0007."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,10 +18,11 @@ from accounts.models import Account, PositionClose
 from common import metrics
 from common.bulk import column_list, fetch_instances
 from common.locking import ADVISORY_NAMESPACE_PLACEMENT, Turn, TurnTimeout, retry_on_deadlock
+from common.pipeline import sent_cursor, sent_together
 from common.statements import execute_prepared
 from orders import idempotency, lifecycle
 from orders.exceptions import PlacementDeferred, PlacementQueueFull, PositionClosing
-from orders.locking import lock_account_taking_seq
+from orders.locking import lock_account_taking_seq_sent
 from orders.models import IdempotencyRecord, Order, OrderStatus
 from orders.placement import timing
 from orders.placement.release import cancel_unsent, order_release_unsent, still_waiting
@@ -132,18 +134,24 @@ def accept(
        sequence number. First in the queue with the turn: `submitting` at once.
     """
     config = settings.ORDER_MANAGEMENT
-    locked = lock_account_taking_seq(account)
     order_pk = uuid.uuid4()  # the record names the order it is inserted with (below)
-    record, closing, waiting = _record_and_queue_state(
-        locked,
-        key=key,
-        fingerprint=fingerprint,
-        expires_at=now + timedelta(seconds=config.idempotency.key_ttl_seconds),
-        order_pk=order_pk,
-        contract_id=payload.contract_id,
-        now=now,
-        turn=turn,
-    )
+    # Steps 1 and 2 in one round trip (after the transaction's BEGIN): PostgreSQL runs the
+    # second once the first holds the lock, in a snapshot taken then.
+    with sent_together():
+        locking = lock_account_taking_seq_sent(account)
+        storing = _record_and_queue_state_sent(
+            account,
+            key=key,
+            fingerprint=fingerprint,
+            expires_at=now + timedelta(seconds=config.idempotency.key_ttl_seconds),
+            order_pk=order_pk,
+            contract_id=payload.contract_id,
+            now=now,
+            turn=turn,
+        )
+    locked = locking()
+    record, closing, waiting = storing()
+    record.account = locked
     # A close whose lease expired (its process died) does not block: it is taken over later.
     if closing:
         raise PositionClosing(contract_id=payload.contract_id)
@@ -184,7 +192,7 @@ def accept(
     return Accepted(order, record, sending)
 
 
-def _record_and_queue_state(
+def _record_and_queue_state_sent(
     account: Account,
     *,
     key: str,
@@ -194,9 +202,11 @@ def _record_and_queue_state(
     contract_id: str,
     now: Any,
     turn: Turn,
-) -> tuple[IdempotencyRecord, bool, int]:
+) -> Callable[[], tuple[IdempotencyRecord, bool, int]]:
     """Insert the key's record; then a close in progress on the contract, how many orders
     wait to be sent, and a try for the account's turn (PostgreSQL; the local lock on SQLite).
+    Sent now, among statements sent together (`common.pipeline`), after the account's lock;
+    the function returned reads the answer once the block has been answered.
 
     On PostgreSQL one statement, written out (a CTE inserts the record): it runs on every
     placement, and the ORM's INSERT and a compiled query cost more CPU than the round trips
@@ -241,14 +251,18 @@ def _record_and_queue_state(
     else:
         record.save(force_insert=True)
         sql, params = f"SELECT %s, {state_sql}", [record.pk, *state_params]
-    with connection.cursor() as cursor:
-        execute_prepared(cursor, sql, params)
-        record.pk, closing, waiting, took = cursor.fetchone()
-    record._state.adding = False
-    record._state.db = connection.alias
-    turn.took(bool(took))
-    turn.try_local()
-    return record, bool(closing), int(waiting)
+    cursor = sent_cursor(sql, params)
+
+    def answer() -> tuple[IdempotencyRecord, bool, int]:
+        with cursor:
+            record.pk, closing, waiting, took = cursor.fetchone()
+        record._state.adding = False
+        record._state.db = connection.alias
+        turn.took(bool(took))
+        turn.try_local()
+        return record, bool(closing), int(waiting)
+
+    return answer
 
 
 def _seq(order: Order) -> int:
