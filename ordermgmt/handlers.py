@@ -11,8 +11,10 @@ synchronous `_get_response` at its core) and the loop calls it once, in the requ
 Django's `handle` also went to that thread for `request_started` before the chain, and again for
 the response's `close()` (`request_finished`, which gives the database connection back) after
 it: 0.3 ms of a worker's CPU each, on this machine. Here both run in the same call as the chain,
-the close as soon as the response is built, unless it streams (a file: closed once sent, as
-before). One hop a request, from three. `handle` follows Django 5.2's otherwise.
+the close as soon as the response is built: one hop a request, from three. A response that
+streams (a file), or whose request left work for after its answer (`common.after_response`), is
+closed once it has been sent, in a second hop the client does not wait for. `handle` follows
+Django 5.2's otherwise.
 
 Django gives every request a thread of its own (`ThreadSensitiveContext`): asgiref makes a new
 single-thread executor for it, and at the end starts one more thread to shut that one down. Two
@@ -38,6 +40,8 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest, get_script_prefix
 from django.http import FileResponse, HttpRequest, HttpResponseBase
 from django.urls import set_script_prefix
+
+from common import after_response
 
 # Idle request threads kept per process: enough for the requests a worker runs at once under
 # the benches' heaviest load (50 clients over 2 workers); beyond it a request still gets a
@@ -125,7 +129,7 @@ class SynchronousChainASGIHandler(ASGIHandler):
         response._handler_class = self.__class__  # type: ignore[attr-defined]
         if isinstance(response, FileResponse):
             response.block_size = self.chunk_size
-        if not response.streaming:
+        if not response.streaming and not after_response.pending():
             response.close()
             request._finished_in_thread = True  # type: ignore[attr-defined]
         return response
@@ -190,6 +194,7 @@ class SynchronousChainASGIHandler(ASGIHandler):
         except asyncio.CancelledError:
             await sync_to_async(self._finish_unless_finished, thread_sensitive=True)(request)
         else:
-            if response.streaming:
+            if not getattr(request, "_finished_in_thread", False):
+                # A streamed body, or work left for after the answer (common.after_response).
                 await sync_to_async(response.close)()
         body_file.close()

@@ -28,7 +28,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from accounts.models import Account
-from common import metrics
+from common import after_response, metrics
 from orders import idempotency
 from orders.exceptions import IdempotencyKeyReused, RiskRefusal
 from orders.models import Order, TransitionTrigger
@@ -124,5 +124,11 @@ def order_place(
             record_complete(record.pk, status=outcome.http_status, body=stored[0])
     body = stored[0]
     order_id = str(outcome.order.pk)
-    remember(account, key, fingerprint, order_id, outcome.http_status, body, record.expires_at)
+    # The cache's copy for a retry, once the answer has gone out: a retry before it is answered
+    # from the database.
+    after_response.defer(
+        lambda: remember(
+            account, key, fingerprint, order_id, outcome.http_status, body, record.expires_at
+        )
+    )
     return PlacementResult(order_id, outcome.http_status, body)

@@ -9,8 +9,12 @@ from collections.abc import Iterator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import URLPattern, path
 
+from common import after_response
+
 held_started = threading.Event()
 release_held = threading.Event()
+# What happened, in order, across the test and the views' threads.
+events: list[str] = []
 
 
 def hold(request: HttpRequest) -> HttpResponse:
@@ -36,7 +40,13 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(parts())
 
 
+def deferring(request: HttpRequest) -> HttpResponse:
+    after_response.defer(lambda: events.append("deferred work"))
+    return HttpResponse("answer")
+
+
 urlpatterns: list[URLPattern] = [
+    path("deferring", deferring),
     path("hold", hold),
     path("release", release),
     path("thread", thread_name),

@@ -13,6 +13,7 @@ import pytest
 from django.core import signals
 from django.test import override_settings
 
+from common import after_response
 from ordermgmt.handlers import SynchronousChainASGIHandler
 from tests.ordermgmt import asgi_urls
 
@@ -60,6 +61,7 @@ async def _get(
         elif message["type"] == "http.response.body":
             body.extend(message.get("body", b""))
             if not message.get("more_body"):
+                asgi_urls.events.append("answer sent")
                 answered.set()
 
     await app(_scope(path), receive, send)
@@ -70,6 +72,7 @@ async def _get(
 def app() -> Iterator[SynchronousChainASGIHandler]:
     asgi_urls.held_started.clear()
     asgi_urls.release_held.clear()
+    asgi_urls.events.clear()
     with override_settings(ROOT_URLCONF="tests.ordermgmt.asgi_urls"):
         yield SynchronousChainASGIHandler()
     asgi_urls.release_held.set()  # a view still held ends
@@ -142,3 +145,20 @@ def test_a_streamed_body_is_sent_whole_and_finished_after(
     status, body = asyncio.run(_get(app, "/stream"))
     assert (status, body) == (200, b"part 0;part 1;part 2;part 3;part 4;")
     assert len(finished) == 1
+
+
+def test_work_left_for_after_the_answer_runs_once_it_is_sent_and_before_the_request_ends(
+    app: SynchronousChainASGIHandler, finished: list[str]
+) -> None:
+    status, body = asyncio.run(_get(app, "/deferring"))
+
+    assert (status, body) == (200, b"answer")
+    # should not keep the client waiting for it, and should not drop it
+    assert asgi_urls.events == ["answer sent", "deferred work"]
+    assert len(finished) == 1
+
+
+def test_work_deferred_outside_a_request_runs_at_once() -> None:
+    done: list[str] = []
+    after_response.defer(lambda: done.append("work"))
+    assert done == ["work"]
