@@ -44,9 +44,9 @@ from django.urls import set_script_prefix
 from common import after_response
 
 # Idle request threads kept per process: enough for the requests a worker runs at once under
-# the benches' heaviest load (50 clients over 2 workers); beyond it a request still gets a
-# thread of its own, which ends with it.
-IDLE_REQUEST_THREADS_KEPT = 32
+# the benches' heaviest load (the spread bench's 100 clients over 2 workers); beyond it a
+# request still gets a thread of its own, which ends with it.
+IDLE_REQUEST_THREADS_KEPT = 64
 
 
 _numbers = itertools.count()
@@ -122,8 +122,9 @@ class SynchronousChainASGIHandler(ASGIHandler):
         super().load_middleware(is_async=False)  # the synchronous chain, as under WSGI
 
     def _respond(self, request: ASGIRequest) -> HttpResponseBase:
-        """In the request's thread: `request_started`, the chain and the view, and (for a
-        response that does not stream) `close()`, so `request_finished` too."""
+        """In the request's thread: `request_started`, the chain and the view, and `close()`
+        (so `request_finished`) unless the response streams or the request left work for
+        after its answer (then `handle` closes it once it is sent)."""
         signals.request_started.send(sender=self.__class__, scope=request.scope)
         response = self.get_response(request)
         response._handler_class = self.__class__  # type: ignore[attr-defined]

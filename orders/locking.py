@@ -96,7 +96,7 @@ def lock_account_taking_seq_sent(account: Any) -> Callable[[], Account]:
     been answered. Statements sent after it in the block run once the lock is held (PostgreSQL
     runs a pipeline's statements in order), each in a snapshot of its own taken then."""
     if not connection.in_atomic_block:
-        raise RuntimeError("lock_account_taking_seq must run inside transaction.atomic()")
+        raise RuntimeError("lock_account_taking_seq_sent must run inside transaction.atomic()")
     if connection.vendor != "postgresql":
         held = lock_account_taking_seq(account)
         return lambda: held
