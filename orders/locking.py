@@ -70,38 +70,29 @@ def _locked_rows(model: type[Any], keys: list[Any]) -> list[Any]:
 _LOCK_SQL: dict[type[Any], str] = {}
 
 
-def lock_account_taking_seq(account: Any) -> Account:
+def lock_account_taking_seq_sent(account: Any) -> Callable[[], Account]:
     """Lock the account (the first lock of the hierarchy, as `lock_in_order`) and take its next
     acceptance sequence number (`last_order_seq`, already moved on in the row returned): one
     statement on PostgreSQL where a lock and an UPDATE were two. The number is used only if the
-    transaction commits; a refusal rolls it back with everything else."""
+    transaction commits; a refusal rolls it back with everything else.
+
+    Among statements sent together (`common.pipeline`): the statement is sent now, and the
+    function returned gives the locked row once the block has been answered. Statements sent
+    after it in the block run once the lock is held (PostgreSQL runs a pipeline's statements in
+    order), each in a snapshot of its own taken then. On SQLite the row is locked at once."""
     if not connection.in_atomic_block:
-        raise RuntimeError("lock_account_taking_seq must run inside transaction.atomic()")
+        raise RuntimeError("lock_account_taking_seq_sent must run inside transaction.atomic()")
     pk = getattr(account, "pk", account)
     started = time.perf_counter()
     if connection.vendor == "postgresql":
-        (locked,) = fetch_instances(Account, _TAKE_SEQ_SQL, [pk])
+        rows = fetch_instances_sent(Account, _TAKE_SEQ_SQL, [pk])
     else:
-        (locked,) = _locked_rows(Account, [pk])
-        locked.last_order_seq += 1
-        Account.objects.filter(pk=pk).update(last_order_seq=locked.last_order_seq)
-    metrics.lock_wait_seconds.labels("account").observe(time.perf_counter() - started)
-    metrics.lock_acquisitions_total.labels("account").inc()
-    return locked
+        (held,) = _locked_rows(Account, [pk])
+        held.last_order_seq += 1
+        Account.objects.filter(pk=pk).update(last_order_seq=held.last_order_seq)
 
-
-def lock_account_taking_seq_sent(account: Any) -> Callable[[], Account]:
-    """`lock_account_taking_seq` among statements sent together (`common.pipeline`): the
-    statement is sent now, and the function returned gives the locked row once the block has
-    been answered. Statements sent after it in the block run once the lock is held (PostgreSQL
-    runs a pipeline's statements in order), each in a snapshot of its own taken then."""
-    if not connection.in_atomic_block:
-        raise RuntimeError("lock_account_taking_seq_sent must run inside transaction.atomic()")
-    if connection.vendor != "postgresql":
-        held = lock_account_taking_seq(account)
-        return lambda: held
-    started = time.perf_counter()
-    rows = fetch_instances_sent(Account, _TAKE_SEQ_SQL, [getattr(account, "pk", account)])
+        def rows() -> list[Account]:
+            return [held]
 
     def locked() -> Account:
         (row,) = rows()
