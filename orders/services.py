@@ -670,9 +670,16 @@ def order_create(
         status=OrderStatus.CREATED,
         state_entered_at=timezone.now(),
     )
-    if submitting is None:
-        return Order.objects.create(**fields)
     order = Order(**fields)
+    if submitting is None:
+        # Written directly (`bulk.insert_row`), not through the ORM's INSERT: on a busy account
+        # every order after the first is stored this way, under the account's row lock.
+        insert_row(
+            Order, _INSERTED_COLUMNS, [f.pre_save(order, add=True) for f in _INSERTED_FIELDS]
+        )
+        order._state.adding = False
+        order._state.db = connection.alias
+        return order
     batch = OrderWriteBatch()
     token = _batch.set(batch)
     try:
