@@ -1,5 +1,5 @@
 """Placement latency and throughput through the API, against the simulator, on PostgreSQL, with
-the issue-14 targets printed beside the figures. Four runs on one system (2 uvicorn workers):
+the issue-14 targets printed beside the figures. Five runs on one system (2 uvicorn workers):
 
 - single: 1 client, one order at a time; then idempotent replays of some of them. The
   system's own time is the API latency minus the broker's handling time of the same request,
@@ -7,6 +7,10 @@ the issue-14 targets printed beside the figures. Four runs on one system (2 uvic
 - spread: 20 accounts x 5 clients each.
 - one account: 50 clients on one account (one FIFO queue, full: the depth limit of
   `--queue-depth` is reached, and the requests beyond it are answered 429).
+- paced: orders offered at fixed rates (`--paced-rates`) over the 20 spread accounts, each
+  sent at its time (an open loop), latency counted from that time: what a placement waits at
+  a load the system carries. Spread's 100 clients form a closed loop, whose mean latency is
+  100 / its rate (Little's law): its p99 target of 250 ms would need 400 orders/s.
 - hung call: one placement whose broker answer is held back for 3 s; how soon after it the
   account's next order reaches the broker.
 
@@ -16,7 +20,8 @@ customTag twice at the broker) and FIFO (the broker's order ids rise with the ac
 acceptance sequence) are checked at the end of each run.
 
     .venv/bin/python bench/place_orders.py [--orders 1000] [--single 300] [--replays 100]
-        [--workers 2] [--queue-depth 25] [--runs single,spread,one-account,hung]
+        [--workers 2] [--queue-depth 25] [--runs single,spread,one-account,paced,hung]
+        [--paced-rates 40,80] [--paced-seconds 8]
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ CONTRACT = "CON.F.US.MNQ.Z26"
 # reaches the same web worker (whose local-memory cache holds the answer; with REDIS_URL every
 # worker shares one cache).
 local = threading.local()
+# Client threads of the paced runs: enough that none waits for a free one at the rates run.
+PACED_CLIENTS = 200
 STEPS = ("auth", "validation", "storing", "turn", "broker", "settling", "response")
 
 
@@ -88,6 +95,35 @@ def server_timing(header: str) -> dict[str, float]:
     return steps
 
 
+def place(
+    app_url: str, token: str, index: int, account: int, key_prefix: str, since: float | None = None
+) -> Sample:
+    """POST one order; its latency from `since` (perf_counter; default: the moment it is sent)."""
+    if not hasattr(local, "http"):
+        local.http = httpx.Client(
+            base_url=app_url, timeout=60, headers={"Authorization": f"Token {token}"}
+        )
+    started = time.perf_counter() if since is None else since
+    response = local.http.post(
+        "/api/v1/orders/",
+        json=order_body(index, account),
+        headers={"Idempotency-Key": f"{key_prefix}-{index}"},
+    )
+    elapsed = time.perf_counter() - started
+    try:
+        broker_id = response.json().get("broker_order_id")
+    except ValueError:
+        broker_id = None
+    return Sample(
+        account,
+        elapsed,
+        response.status_code,
+        response.headers.get("Idempotent-Replayed") == "true",
+        server_timing(response.headers.get("Server-Timing", "")),
+        broker_id,
+    )
+
+
 def run(
     app_url: str,
     token: str,
@@ -100,30 +136,8 @@ def run(
     lock = threading.Lock()
 
     def send(index: int) -> None:
-        if not hasattr(local, "http"):
-            local.http = httpx.Client(
-                base_url=app_url, timeout=60, headers={"Authorization": f"Token {token}"}
-            )
         account = accounts[index % len(accounts)] if accounts else ACCOUNT
-        started = time.perf_counter()
-        response = local.http.post(
-            "/api/v1/orders/",
-            json=order_body(index, account),
-            headers={"Idempotency-Key": f"{key_prefix}-{index}"},
-        )
-        elapsed = time.perf_counter() - started
-        try:
-            broker_id = response.json().get("broker_order_id")
-        except ValueError:
-            broker_id = None
-        sample = Sample(
-            account,
-            elapsed,
-            response.status_code,
-            response.headers.get("Idempotent-Replayed") == "true",
-            server_timing(response.headers.get("Server-Timing", "")),
-            broker_id,
-        )
+        sample = place(app_url, token, index, account, key_prefix)
         with lock:
             samples.append(sample)
 
@@ -281,6 +295,61 @@ def load(
     print_steps(samples)
 
 
+def paced(
+    pool: ThreadPoolExecutor,
+    app_url: str,
+    sim_url: str,
+    database: str,
+    token: str,
+    rate: float,
+    seconds: float,
+    run_id: str,
+) -> None:
+    """Orders offered at a fixed rate over the spread accounts, each sent at its time whatever
+    the answers before it (an open loop: the closed loop of `spread` has 100 clients, so its
+    mean latency is 100 / its rate, Little's law). Latency is counted from each order's
+    scheduled time, so a backlog at the client counts too."""
+    count = int(rate * seconds)
+    print(
+        f"\npaced: {rate:.0f} orders/s offered for {seconds:.0f} s over "
+        f"{len(SPREAD_ACCOUNTS)} accounts (latency from each order's scheduled time)"
+    )
+    samples: list[Sample] = []
+    lock = threading.Lock()
+
+    def send(index: int, due: float) -> None:
+        account = SPREAD_ACCOUNTS[index % len(SPREAD_ACCOUNTS)]
+        sample = place(app_url, token, index, account, f"{run_id}-paced-{rate:.0f}", since=due)
+        with lock:
+            samples.append(sample)
+
+    cpu_before = web_cpu_seconds(app_url)
+    start = time.perf_counter() + 0.05
+    sent = []
+    for index in range(count):
+        due = start + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent.append(pool.submit(send, index, due))
+    for future in sent:
+        future.result()
+    elapsed = time.perf_counter() - start
+    print(f"  answered               {count / elapsed:7.1f} orders/s ({elapsed:.1f} s)")
+    print_cpu(web_cpu_seconds(app_url) - cpu_before, count)
+    latencies = [s.latency for s in samples]
+    print(
+        f"  latency                p50 {ms(percentile(latencies, 0.5))} ms  "
+        f"p99 {ms(percentile(latencies, 0.99))} ms   (the spread target: p99 <= 250 at 200/s)"
+    )
+    duplicates, out_of_order = check_broker(database, sim_url, SPREAD_ACCOUNTS)
+    print(
+        f"  responses              {dict(Counter(s.status for s in samples))}; duplicates "
+        f"{duplicates}; FIFO broken on {len(out_of_order)} account(s)"
+    )
+    print_steps(samples)
+
+
 def hung(app_url: str, sim_url: str, token: str, run_id: str) -> None:
     print("\nhung call: the broker holds one placement's answer for 3 s; the next order follows")
     httpx.post(
@@ -315,7 +384,11 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=300, help="orders of the 1-client run")
     parser.add_argument("--replays", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
-    parser.add_argument("--runs", default="single,spread,one-account,hung")
+    parser.add_argument("--runs", default="single,spread,one-account,paced,hung")
+    parser.add_argument(
+        "--paced-rates", default="40,80", help="orders/s offered by the paced runs, one run each"
+    )
+    parser.add_argument("--paced-seconds", type=float, default=8.0)
     parser.add_argument(
         "--queue-depth",
         type=int,
@@ -379,6 +452,18 @@ def main() -> None:
                 p99_target=1.0,
                 allowed={201, 202, 429},
             )
+        if "paced" in runs:
+            with ThreadPoolExecutor(max_workers=PACED_CLIENTS) as pool:
+                # Every client thread's connection opened (and the workers' caches filled)
+                # before anything is timed: the first paced run paid for it in its p99.
+                warm = [
+                    pool.submit(place, app_url, token, n, account, f"{run_id}-paced-warm")
+                    for n, account in enumerate(SPREAD_ACCOUNTS * (PACED_CLIENTS // 20))
+                ]
+                for future in warm:
+                    future.result()
+                for rate in (float(r) for r in args.paced_rates.split(",")):
+                    paced(pool, app_url, sim_url, database, token, rate, args.paced_seconds, run_id)
         if "hung" in runs:
             hung(app_url, sim_url, token, run_id)
 
