@@ -454,11 +454,14 @@ def main() -> None:
             )
         if "paced" in runs:
             with ThreadPoolExecutor(max_workers=PACED_CLIENTS) as pool:
-                # Every client thread's connection opened (and the workers' caches filled)
-                # before anything is timed: the first paced run paid for it in its p99.
+                # One order per client thread at once, so that (nearly) every thread has its
+                # connection open and the workers' caches are filled before anything is timed:
+                # the first paced run paid for that in its p99.
                 warm = [
                     pool.submit(place, app_url, token, n, account, f"{run_id}-paced-warm")
-                    for n, account in enumerate(SPREAD_ACCOUNTS * (PACED_CLIENTS // 20))
+                    for n, account in enumerate(
+                        SPREAD_ACCOUNTS * (PACED_CLIENTS // len(SPREAD_ACCOUNTS))
+                    )
                 ]
                 for future in warm:
                     future.result()
