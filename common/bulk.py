@@ -221,19 +221,14 @@ def _update_sql(model: type[models.Model], names: tuple[str, ...], guard: str) -
 
 
 def insert_row(
-    model: type[models.Model],
-    fields: Sequence[str],
-    row: Sequence[Any],
-    *,
-    along: Along | None = None,
+    model: type[models.Model], fields: Sequence[str], row: Sequence[Any], *, along: Along
 ) -> None:
-    """INSERT one row of `model` (one value per name in `fields`), and `along`'s rows with it
-    when given (an order and its first audit row): on PostgreSQL one statement, `WITH inserted
-    AS (INSERT ...) INSERT ...`. `along`'s foreign keys to the row are checked at commit."""
-    if along is None or connection.vendor != "postgresql" or not along.rows:
+    """INSERT one row of `model` (one value per name in `fields`) and `along`'s rows with it
+    (an order and its first audit row): on PostgreSQL one statement, `WITH inserted AS
+    (INSERT ...) INSERT ...`. `along`'s foreign keys to the row are checked at commit."""
+    if connection.vendor != "postgresql" or not along.rows:
         insert_rows(model, fields, [row])
-        if along is not None:
-            insert_rows(along.model, along.fields, along.rows)
+        insert_rows(along.model, along.fields, along.rows)
         return
     meta = model._meta
     quote = connection.ops.quote_name

@@ -671,31 +671,26 @@ def order_create(
         state_entered_at=timezone.now(),
     )
     order = Order(**fields)
-    if submitting is None:
-        # Written directly (`bulk.insert_row`), not through the ORM's INSERT: on a busy account
-        # every order after the first is stored this way, under the account's row lock.
-        insert_row(
-            Order, _INSERTED_COLUMNS, [f.pre_save(order, add=True) for f in _INSERTED_FIELDS]
-        )
-        order._state.adding = False
-        order._state.db = connection.alias
-        return order
-    batch = OrderWriteBatch()
-    token = _batch.set(batch)
-    try:
-        batch.hold(order)  # in memory until inserted below: nobody else can see it yet
-        order_transition(
-            order_id=order.pk,
-            to_state=OrderStatus.SUBMITTING,
-            trigger=submitting.trigger,
-            actor=submitting.actor,
-            changes=submitting.changes,
-            locked=order,
-        )
-    finally:
-        _batch.reset(token)
-    staged = batch.take_staged()
-    # The order and its audit row (`submitting`) in one statement.
+    staged: list[_StagedOrder] = []
+    if submitting is not None:
+        batch = OrderWriteBatch()
+        token = _batch.set(batch)
+        try:
+            batch.hold(order)  # in memory until inserted below: nobody else can see it yet
+            order_transition(
+                order_id=order.pk,
+                to_state=OrderStatus.SUBMITTING,
+                trigger=submitting.trigger,
+                actor=submitting.actor,
+                changes=submitting.changes,
+                locked=order,
+            )
+        finally:
+            _batch.reset(token)
+        staged = batch.take_staged()
+    # Written directly, not through the ORM's INSERT (on a busy account every order after the
+    # first is stored in `created`, under the account's row lock); a `submitting` order with
+    # its audit row, in one statement.
     insert_row(
         Order,
         _INSERTED_COLUMNS,
@@ -704,7 +699,8 @@ def order_create(
     )
     order._state.adding = False
     order._state.db = connection.alias
-    transaction.on_commit(lambda: _announce(staged))
+    if staged:
+        transaction.on_commit(lambda: _announce(staged))
     return order
 
 
