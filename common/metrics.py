@@ -77,6 +77,10 @@ order_stuck_total = Counter(
 placement_queue_rejections_total = Counter(
     "placement_queue_rejections_total", "Placements refused because an account's queue was full"
 )
+placement_admission_waits_total = Counter(
+    "placement_admission_waits_total",
+    "Placements that waited for a free slot of their web process (common/admission.py)",
+)
 # Computed at scrape time from the database by ops.collectors (not kept in any
 # process): the listener may run on another machine, and a gauge a dead process last wrote
 # would lie. Their names are part of the contract like the rest.
