@@ -117,6 +117,9 @@ class ConcurrencySettings(_Section):
     # takes, or a live but slow owner is taken over (safe: each step checks the lease first).
     position_close_lease_seconds: float = Field(15.0, ge=1, le=600)
     placement_turn_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    # Placements a web process runs at once; the others wait for a slot in one line per
+    # account, served in turn (common/admission.py). 0: no limit.
+    placement_slots_per_process: int = Field(8, ge=0, le=10_000)
 
 
 # A limit is off when null (the default); an account's override in the admin wins over it.

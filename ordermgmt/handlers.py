@@ -30,24 +30,38 @@ import asyncio
 import contextlib
 import itertools
 import threading
-from collections.abc import Callable
+import time
+import weakref
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import IO, Any
 
+import msgspec
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest, get_script_prefix
-from django.http import FileResponse, HttpRequest, HttpResponseBase
+from django.http import FileResponse, HttpRequest, HttpResponseBase, JsonResponse
 from django.urls import set_script_prefix
 
-from common import after_response
+from api.errors import retry_after_header
+from common import admission, after_response, metrics
+from orders.exceptions import PlacementQueueFull, describe_error
 
 # Idle request threads kept per process: enough for the requests a worker runs at once under
 # the benches' heaviest load (the spread bench's 100 clients over 2 workers); beyond it a
 # request still gets a thread of its own, which ends with it.
 IDLE_REQUEST_THREADS_KEPT = 64
 
+
+# The placement route (api/urls.py), the one whose requests wait for admission
+# (`common.admission`): a placement is the request that costs a worker the most CPU, and the
+# one bots send in bursts.
+PLACEMENT_METHOD, PLACEMENT_PATH = "POST", "/api/v1/orders/"
+# The part of a placement's body read for its account (its line at the gate); a body longer
+# than this waits in the line of unreadable bodies, and Django answers it as usual.
+_LINE_KEY_BODY_BYTES = 16_384
 
 _numbers = itertools.count()
 
@@ -117,6 +131,9 @@ class SynchronousChainASGIHandler(ASGIHandler):
         super().__init__()
         self._executors = _Executors(IDLE_REQUEST_THREADS_KEPT)
         self._respond_in_thread = sync_to_async(self._respond, thread_sensitive=True)
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, admission.Gate] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)  # the synchronous chain, as under WSGI
@@ -166,8 +183,13 @@ class SynchronousChainASGIHandler(ASGIHandler):
             await sync_to_async(error_response.close)()
             return
 
+        gate = self._placement_gate(request)
+
         async def process_request() -> HttpResponseBase:
-            response = await self._respond_in_thread(request)
+            if gate is None:
+                response = await self._respond_in_thread(request)
+            else:
+                response = await self._respond_admitted(gate, scope, body_file, request)
             with contextlib.suppress(asyncio.CancelledError):  # the client left meanwhile
                 await self.send_response(response, send)
             return response
@@ -199,3 +221,68 @@ class SynchronousChainASGIHandler(ASGIHandler):
                 # A streamed body, or work left for after the answer (common.after_response).
                 await sync_to_async(response.close)()
         body_file.close()
+
+    def _placement_gate(self, request: HttpRequest) -> admission.Gate | None:
+        """The gate a placement waits at (one per event loop), None for any other request or
+        with admission off (`placementSlotsPerProcess: 0`)."""
+        if request.method != PLACEMENT_METHOD or request.path_info != PLACEMENT_PATH:
+            return None
+        control = settings.ORDER_MANAGEMENT.concurrency_control
+        slots = control.placement_slots_per_process
+        if not slots:
+            return None
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None or gate.slots != slots:  # a test changed the settings
+            gate = self._gates[loop] = admission.Gate(
+                slots=slots, line_limit=control.max_queue_depth_per_account
+            )
+        return gate
+
+    async def _respond_admitted(
+        self, gate: admission.Gate, scope: Any, body_file: IO[bytes], request: ASGIRequest
+    ) -> HttpResponseBase:
+        """The response to a placement, once the gate admits it; 429 at once when its line is
+        full (nothing stored, nothing sent: the request never reached Django)."""
+        arrived = time.perf_counter()
+        try:
+            ticket = await gate.enter(_line_key(scope, body_file))
+        except admission.AdmissionRefused as refused:
+            request._finished_in_thread = True  # type: ignore[attr-defined]  # never started
+            return _queue_full(refused.waiting)
+        waited = time.perf_counter() - arrived
+        try:
+            with admission.admitted(ticket):
+                response = await self._respond_in_thread(request)
+        finally:
+            gate.leave(ticket)
+        steps = response.get("Server-Timing")
+        if steps is not None:
+            response["Server-Timing"] = f"admission;dur={waited * 1000:.2f}, {steps}"
+        return response
+
+
+def _line_key(scope: Any, body_file: IO[bytes]) -> Hashable:
+    """A placement's line at the gate: its caller (the Authorization header, unchecked here)
+    and the account its body names. Keyed by caller too, so that requests without a valid
+    token cannot crowd an account's own bot out of its line."""
+    authorization = next(
+        (value for name, value in scope["headers"] if name == b"authorization"), b""
+    )
+    body = body_file.read(_LINE_KEY_BODY_BYTES)
+    body_file.seek(0)
+    try:
+        fields = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return authorization, None
+    account = fields.get("account") if isinstance(fields, dict) else None
+    return authorization, account if isinstance(account, int | str) else None
+
+
+def _queue_full(waiting: int) -> JsonResponse:
+    metrics.placement_queue_rejections_total.inc()
+    described = describe_error(PlacementQueueFull(waiting=waiting))
+    assert described is not None  # a domain error: always described
+    response = JsonResponse(described.body(), status=described.http_status)
+    response["Retry-After"] = retry_after_header(described.retry_after or 1)
+    return response

@@ -10,6 +10,7 @@ for its answer and applies it. The broker's request is built from the Order row 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.gateway import get_gateway
+from common import admission
 from common.bulk import column_list, fetch_instances
 from common.statements import execute_prepared
 from orders import brackets, lifecycle, wire
@@ -51,6 +53,10 @@ Finish = Callable[[Order, int], None]
 # How long past the client's own timeout a settle waits for a call before calling it lost
 # (the client always ends a call itself; this only guards against a wedged event loop).
 _ANSWER_GRACE_SECONDS = 5.0
+# A request waiting this long for its order's answer (sent in an earlier holder's turn) steps
+# aside (common/admission.py): the turn's bound (queue.TURN_HANDOVER_SECONDS), past which a
+# call counts as hung.
+_STEP_ASIDE_AFTER_SECONDS = 0.25
 
 
 class _Progress:
@@ -145,7 +151,7 @@ def settle(flight: InFlight, *, actor: str, finish: Finish | None = None) -> Out
         with timing.step("broker"):
             budget = get_gateway().config.request_timeout + _ANSWER_GRACE_SECONDS
             try:
-                broker_order_id = flight.future.result(timeout=budget)
+                broker_order_id = _answer(flight.future, budget)
             except concurrent.futures.TimeoutError:
                 flight.future.cancel()
                 raise GatewayTimeout("Order/place", f"no answer within {budget} s") from None
@@ -203,6 +209,16 @@ def settle(flight: InFlight, *, actor: str, finish: Finish | None = None) -> Out
     )
 
 
+def _answer(future: concurrent.futures.Future[int], budget: float) -> int:
+    """The call's answer. One not in yet has been out past the turn's bound (the turn was
+    handed on from it): its request steps aside while it waits, so that a hung broker holds
+    no slot of the web process (common/admission.py)."""
+    if future.done():
+        return future.result()
+    with admission.stepped_aside():
+        return future.result(timeout=budget)
+
+
 class _SettleWaiters:
     """Wake-ups for requests waiting for one order's outcome, by order: a request whose order
     another holder of the turn sent waits for it (and re-reads the database between wake-ups,
@@ -244,15 +260,21 @@ def wait_until_settled(order_pk: Any, *, poll_seconds: float = 0.05) -> Order:
     Woken at once by a settle in this process; one in another process is seen at the next
     poll, which reads the status alone (the whole order, with its account, once at the end:
     under the spread bench the ORM's read of it at every poll was 8% of a worker's CPU)."""
-    deadline = time.monotonic() + get_gateway().config.request_timeout + _ANSWER_GRACE_SECONDS
+    started = time.monotonic()
+    deadline = started + get_gateway().config.request_timeout + _ANSWER_GRACE_SECONDS
     wake = _waiters.register(order_pk)
-    try:
-        while _status(order_pk) == OrderStatus.SUBMITTING and time.monotonic() < deadline:
-            transaction.get_connection().close()  # back to the pool while we wait
-            wake.wait(timeout=poll_seconds)
-            wake.clear()
-    finally:
-        _waiters.forget(order_pk, wake)
+    with contextlib.ExitStack() as waiting:
+        aside = False
+        try:
+            while _status(order_pk) == OrderStatus.SUBMITTING and time.monotonic() < deadline:
+                transaction.get_connection().close()  # back to the pool while we wait
+                if not aside and time.monotonic() - started > _STEP_ASIDE_AFTER_SECONDS:
+                    waiting.enter_context(admission.stepped_aside())  # its call hangs
+                    aside = True
+                wake.wait(timeout=poll_seconds)
+                wake.clear()
+        finally:
+            _waiters.forget(order_pk, wake)
     return Order.objects.select_related("account").get(pk=order_pk)
 
 
