@@ -96,10 +96,15 @@ def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subp
 
 @contextlib.contextmanager
 def running_system(
-    database: str, *, workers: int = 2, queue_depth: int | None = None
+    database: str,
+    *,
+    workers: int = 2,
+    queue_depth: int | None = None,
+    placement_slots: int | None = None,
 ) -> Iterator[tuple[str, str, dict]]:
     """Simulator + migrated app under uvicorn; yields (app_url, simulator_url, env).
-    `queue_depth`: `concurrencyControl.maxQueueDepthPerAccount` for this run."""
+    `queue_depth`: `concurrencyControl.maxQueueDepthPerAccount` for this run;
+    `placement_slots`: its `placementSlotsPerProcess` (0: no admission control)."""
     sim_port, app_port = free_port(), free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
     env = {
@@ -119,17 +124,17 @@ def running_system(
     redis_url = redis_for_bench()
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
-    if queue_depth is not None:
-        config = ROOT / "config" / "order_management.yaml"
+    tuning = {
+        "maxQueueDepthPerAccount": queue_depth,
+        "placementSlotsPerProcess": placement_slots,
+    }
+    if any(value is not None for value in tuning.values()):
+        text = (ROOT / "config" / "order_management.yaml").read_text(encoding="utf-8")
+        for name, value in tuning.items():
+            if value is not None:
+                text = re.sub(rf"{name}: \d+", f"{name}: {value}", text)
         tuned = Path(tempfile.mkdtemp(prefix="bench-config-")) / "order_management.yaml"
-        tuned.write_text(
-            re.sub(
-                r"maxQueueDepthPerAccount: \d+",
-                f"maxQueueDepthPerAccount: {queue_depth}",
-                config.read_text(encoding="utf-8"),
-            ),
-            encoding="utf-8",
-        )
+        tuned.write_text(text, encoding="utf-8")
         env["ORDERMGMT_CONFIG"] = str(tuned)
     with process([PYTHON, "-m", "projectx.simulator", "--port", str(sim_port)], env):
         wait_until(f"{sim_url}/api/Status/ping")

@@ -20,7 +20,8 @@ customTag twice at the broker) and FIFO (the broker's order ids rise with the ac
 acceptance sequence) are checked at the end of each run.
 
     .venv/bin/python bench/place_orders.py [--orders 1000] [--single 300] [--replays 100]
-        [--workers 2] [--queue-depth 25] [--runs single,spread,one-account,paced,hung]
+        [--workers 2] [--queue-depth 25] [--placement-slots N]
+        [--runs single,spread,one-account,paced,hung]
         [--paced-rates 40,80] [--paced-seconds 8]
 """
 
@@ -60,7 +61,7 @@ CONTRACT = "CON.F.US.MNQ.Z26"
 local = threading.local()
 # Client threads of the paced runs: enough that none waits for a free one at the rates run.
 PACED_CLIENTS = 200
-STEPS = ("auth", "validation", "storing", "turn", "broker", "settling", "response")
+STEPS = ("admission", "auth", "validation", "storing", "turn", "broker", "settling", "response")
 
 
 @dataclass
@@ -395,13 +396,24 @@ def main() -> None:
         default=25,
         help="maxQueueDepthPerAccount: 50 clients on one account fill 25 (beyond it: 429)",
     )
+    parser.add_argument(
+        "--placement-slots",
+        type=int,
+        default=None,
+        help="placementSlotsPerProcess (default: the config's; 0: no admission control)",
+    )
     args = parser.parse_args()
     runs = set(args.runs.split(","))
     run_id = uuid.uuid4().hex[:8]
 
     with (
         scratch_database("ordermgmt_bench_place") as database,
-        running_system(database, workers=args.workers, queue_depth=args.queue_depth) as (
+        running_system(
+            database,
+            workers=args.workers,
+            queue_depth=args.queue_depth,
+            placement_slots=args.placement_slots,
+        ) as (
             app_url,
             sim_url,
             env,
@@ -416,7 +428,9 @@ def main() -> None:
         token = bot_token(env, "bench-bot", [ACCOUNT, *SPREAD_ACCOUNTS])
         print(
             f"placement through {args.workers} uvicorn workers on PostgreSQL, against the "
-            f"simulator, queue depth {args.queue_depth} per account, on this machine (the "
+            f"simulator, queue depth {args.queue_depth} per account, placement slots per worker "
+            f"{'as configured' if args.placement_slots is None else args.placement_slots}, on "
+            "this machine (the "
             "bench's clients share its CPUs); cache and throttle counters: "
             + (f"Redis ({env['REDIS_URL']})" if env.get("REDIS_URL") else "each worker's memory")
         )
