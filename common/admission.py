@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import contextvars
 from collections.abc import Hashable, Iterator
@@ -49,14 +50,17 @@ class Ticket:
         self.left = False
         self.away = False  # the thread's side: it has stepped aside and not come back yet
 
+    # From the request's thread. A loop that is closed or closing (the process shuts down)
+    # refuses, or cancels the wait: the request finishes its work without a slot.
+
     def step_aside(self) -> None:
-        """From the request's thread: give the slot to the next in line."""
-        self._gate.loop.call_soon_threadsafe(self._gate.aside, self)
+        """Give the slot to the next in line."""
+        with contextlib.suppress(RuntimeError):
+            self._gate.loop.call_soon_threadsafe(self._gate.aside, self)
 
     def come_back(self) -> None:
-        """From the request's thread: wait until the slot is given back (ahead of every line)."""
-        # A loop that is closing (the process shuts down) refuses: finish without a slot.
-        with contextlib.suppress(RuntimeError):
+        """Wait until a slot is given back (ahead of every line)."""
+        with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):
             asyncio.run_coroutine_threadsafe(self._gate.back(self), self._gate.loop).result()
 
 
