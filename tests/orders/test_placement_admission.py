@@ -4,9 +4,6 @@ account whose line at the gate is full is answered 429 at once, with nothing sto
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +13,7 @@ from django.db import connection
 
 from accounts.models import Contract
 from orders.models import Order
-from tests.helpers import DEMO_ACCOUNT, LIMIT_BUY, MNQ, OTHER_ACCOUNT
+from tests.helpers import DEMO_ACCOUNT, LIMIT_BUY, MNQ, OTHER_ACCOUNT, in_thread, wait_for
 from tests.serving import web_processes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -27,14 +24,6 @@ orderManagement:
     placementSlotsPerProcess: 1
     maxQueueDepthPerAccount: 1
 """
-
-
-def poll(condition: Callable[[], object], what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def place(url: str, bot, account: int, key: str) -> httpx.Response:
@@ -68,26 +57,21 @@ def test_a_placement_hung_at_the_broker_gives_its_slot_to_the_next(
 ) -> None:
     bot = both_accounts
     hung = sim.faults.hold_response(path="Order/place")
-    answers: dict[str, httpx.Response] = {}
     with web_processes(sim, connection.settings_dict, tmp_path, config=ONE_SLOT) as start_web:
         _, url = start_web()
-        first = threading.Thread(
-            target=lambda: answers.update(hung=place(url, bot, DEMO_ACCOUNT, "admit-hung")),
-            daemon=True,
-        )
-        first.start()
+        first = in_thread(lambda: place(url, bot, DEMO_ACCOUNT, "admit-hung"))
         hung.wait_until_acted()
         # The only slot's holder waits for an answer the broker holds back.
         other = place(url, bot, OTHER_ACCOUNT, "admit-other")
         # Should: the other account's placement is admitted and placed while the first still
         # waits (without stepping aside it would wait for the first's 15 s client timeout).
         assert other.status_code == 201, other.text
-        assert first.is_alive()
+        assert not first.done()
         assert "admission;dur=" in other.headers["Server-Timing"]
         hung.release()
-        first.join(timeout=30)
+        answered = first.result(timeout=30)
 
-    assert answers["hung"].status_code == 201, answers["hung"].text
+    assert answered.status_code == 201, answered.text
     assert len(sim.broker.orders(DEMO_ACCOUNT)) == 1
     assert len(sim.broker.orders(OTHER_ACCOUNT)) == 1
 
@@ -99,34 +83,26 @@ def test_a_full_line_is_answered_429_at_once_with_nothing_stored_or_sent(
     # The first placement holds the only slot while its broker call waits to be written (the
     # gateway's login is held): it does not step aside, its call is not out yet.
     login = sim.faults.hold_response(path="Auth/loginKey")
-    answers: dict[str, httpx.Response] = {}
     with web_processes(sim, connection.settings_dict, tmp_path, config=ONE_SLOT) as start_web:
         _, url = start_web()
-        callers = [
-            threading.Thread(
-                target=lambda account=account, key=key: answers.update(
-                    {key: place(url, bot, account, key)}
-                ),
-                daemon=True,
-            )
-            for account, key in ((DEMO_ACCOUNT, "line-first"), (OTHER_ACCOUNT, "line-waiting"))
-        ]
-        callers[0].start()
+        first = in_thread(lambda: place(url, bot, DEMO_ACCOUNT, "line-first"))
         login.wait_until_acted()
-        callers[1].start()
-        poll(lambda: admission_waits(url) >= 1, "the second placement to wait for a slot")
+        waiting = in_thread(lambda: place(url, bot, OTHER_ACCOUNT, "line-waiting"))
+        wait_for(
+            lambda: admission_waits(url) >= 1,
+            timeout=20,
+            message="the second placement to wait for a slot",
+        )
         refused = place(url, bot, OTHER_ACCOUNT, "line-refused")
         # Should: the line (one request long) is full, so the answer comes at once.
         assert refused.status_code == 429, refused.text
         assert refused.json()["error"]["code"] == "placement_queue_full"
         assert refused.headers["Retry-After"] == "1"
-        assert callers[1].is_alive()
+        assert not waiting.done()
         login.release()
-        for caller in callers:
-            caller.join(timeout=30)
+        answers = [first.result(timeout=30), waiting.result(timeout=30)]
 
-    assert answers["line-first"].status_code == 201, answers["line-first"].text
-    assert answers["line-waiting"].status_code == 201, answers["line-waiting"].text
+    assert [answer.status_code for answer in answers] == [201, 201], [a.text for a in answers]
     assert not Order.objects.filter(idempotency_key__endswith="line-refused").exists()
     assert Order.objects.filter(account__broker_account_id=OTHER_ACCOUNT).count() == 1
     assert len(sim.broker.orders(OTHER_ACCOUNT)) == 1
