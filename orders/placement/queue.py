@@ -330,7 +330,7 @@ def send_in_turn(
         return settle(mine, actor=actor, finish=finish)
     with timing.step("broker"):
         # An earlier holder sent it; its answer may still be on the way.
-        current = wait_until_settled(order.pk)
+        current = wait_until_settled(order.pk, step_aside_after=TURN_HANDOVER_SECONDS)
     if current.idempotency_key is None:
         # An earlier holder of the turn sent it, and it did not reach the broker (or the
         # broker refused it for a transient reason): the key is free again.

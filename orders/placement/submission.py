@@ -53,10 +53,6 @@ Finish = Callable[[Order, int], None]
 # How long past the client's own timeout a settle waits for a call before calling it lost
 # (the client always ends a call itself; this only guards against a wedged event loop).
 _ANSWER_GRACE_SECONDS = 5.0
-# A request waiting this long for its order's answer (sent in an earlier holder's turn) steps
-# aside (common/admission.py): the turn's bound (queue.TURN_HANDOVER_SECONDS), past which a
-# call counts as hung.
-_STEP_ASIDE_AFTER_SECONDS = 0.25
 
 
 class _Progress:
@@ -253,9 +249,13 @@ class _SettleWaiters:
 _waiters = _SettleWaiters()
 
 
-def wait_until_settled(order_pk: Any, *, poll_seconds: float = 0.05) -> Order:
+def wait_until_settled(
+    order_pk: Any, *, step_aside_after: float, poll_seconds: float = 0.05
+) -> Order:
     """The order once its placement answer is applied (it left `submitting`), or as it stands
     when the call's own time is up (then the settling thread or the stuck sweep ends it).
+    Waiting longer than `step_aside_after` (its call counts as hung), the request steps aside
+    (common/admission.py).
 
     Woken at once by a settle in this process; one in another process is seen at the next
     poll, which reads the status alone (the whole order, with its account, once at the end:
@@ -268,8 +268,8 @@ def wait_until_settled(order_pk: Any, *, poll_seconds: float = 0.05) -> Order:
         try:
             while _status(order_pk) == OrderStatus.SUBMITTING and time.monotonic() < deadline:
                 transaction.get_connection().close()  # back to the pool while we wait
-                if not aside and time.monotonic() - started > _STEP_ASIDE_AFTER_SECONDS:
-                    waiting.enter_context(admission.stepped_aside())  # its call hangs
+                if not aside and time.monotonic() - started > step_aside_after:
+                    waiting.enter_context(admission.stepped_aside())
                     aside = True
                 wake.wait(timeout=poll_seconds)
                 wake.clear()
