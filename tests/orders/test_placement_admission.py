@@ -106,3 +106,29 @@ def test_a_full_line_is_answered_429_at_once_with_nothing_stored_or_sent(
     assert not Order.objects.filter(idempotency_key__endswith="line-refused").exists()
     assert Order.objects.filter(account__broker_account_id=OTHER_ACCOUNT).count() == 1
     assert len(sim.broker.orders(OTHER_ACCOUNT)) == 1
+
+
+def test_a_placement_the_gate_cannot_read_is_answered_by_the_api_as_usual(
+    both_accounts, sim, tmp_path: Path
+) -> None:
+    bot = both_accounts
+    with web_processes(sim, connection.settings_dict, tmp_path, config=ONE_SLOT) as start_web:
+        _, url = start_web()
+        answers = [
+            httpx.post(
+                f"{url}/api/v1/orders/",
+                content=body,
+                headers={**bot.auth_headers, "Content-Type": "application/json"},
+                timeout=10,
+            )
+            for body in (b"{not json", b'["a list"]', b'{"account": [1001]}')
+        ]
+
+    # Should: each waits in its caller's line of unreadable bodies, then gets the API's own
+    # answer in the one error shape; the gate neither refuses nor fails them.
+    assert [answer.status_code for answer in answers] == [400, 400, 400], [
+        answer.text for answer in answers
+    ]
+    codes = [answer.json()["error"]["code"] for answer in answers]
+    assert codes == ["parse_error", "invalid_request", "invalid_request"]
+    assert not Order.objects.exists()
