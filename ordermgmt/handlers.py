@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import threading
 import time
@@ -74,7 +75,7 @@ class _RequestThread(ThreadPoolExecutor):
         super().__init__(max_workers=1, thread_name_prefix=f"request-{next(_numbers)}")
         self._running = 0
         self._count_lock = threading.Lock()
-        self._on_idle: Callable[[_RequestThread], None] | None = None
+        self._on_idle: list[Callable[[_RequestThread], None]] = []
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
         with self._count_lock:
@@ -84,19 +85,19 @@ class _RequestThread(ThreadPoolExecutor):
         return future
 
     def _finished(self, _: Future[Any]) -> None:
+        on_idle: list[Callable[[_RequestThread], None]] = []
         with self._count_lock:
             self._running -= 1
-            on_idle = self._on_idle if self._running == 0 else None
-            if on_idle is not None:
-                self._on_idle = None
-        if on_idle is not None:
-            on_idle(self)
+            if self._running == 0:
+                on_idle, self._on_idle = self._on_idle, []
+        for callback in on_idle:
+            callback(self)
 
     def when_idle(self, callback: Callable[[_RequestThread], None]) -> None:
         """`callback(self)` now if nothing runs, else once the last call ends."""
         with self._count_lock:
             if self._running:
-                self._on_idle = callback
+                self._on_idle.append(callback)
                 return
         callback(self)
 
@@ -124,6 +125,11 @@ class _Executors:
                 self._idle.append(executor)
                 return
         executor.shutdown(wait=False)
+
+
+# The thread lent to the request being handled (`__call__`), for what must wait until nothing
+# of the request runs on it any more.
+_request_thread: contextvars.ContextVar[_RequestThread] = contextvars.ContextVar("request_thread")
 
 
 class SynchronousChainASGIHandler(ASGIHandler):
@@ -162,10 +168,12 @@ class SynchronousChainASGIHandler(ASGIHandler):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         executor = self._executors.borrow()
+        token = _request_thread.set(executor)
         try:
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
         finally:
+            _request_thread.reset(token)
             self._executors.give_back(executor)
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
@@ -254,8 +262,24 @@ class SynchronousChainASGIHandler(ASGIHandler):
         try:
             with admission.admitted(ticket):
                 response = await self._respond_in_thread(request)
-        finally:
+        except asyncio.CancelledError:
+            # The client went away; the view runs on in its thread, and spends the CPU the
+            # slot stands for: the slot is given back once it ends, not now.
+            loop = asyncio.get_running_loop()
+
+            def leave_once_idle(_: _RequestThread) -> None:
+                loop.call_soon_threadsafe(gate.leave, ticket)
+
+            thread = _request_thread.get(None)
+            if thread is None:  # `handle` called without `__call__`: no thread to wait for
+                gate.leave(ticket)
+            else:
+                thread.when_idle(leave_once_idle)
+            raise
+        except BaseException:
             gate.leave(ticket)
+            raise
+        gate.leave(ticket)
         steps = response.get("Server-Timing")
         if steps is not None:
             response["Server-Timing"] = f"admission;dur={waited * 1000:.2f}, {steps}"

@@ -1,5 +1,6 @@
 """Views for the ASGI handler's tests (tests/ordermgmt/test_asgi_handler.py): one that holds its
-thread until told, one that lets it go, one that names its thread, one that streams."""
+thread until told (also on the placement route, which waits at the gate), one that lets it go,
+one that names its thread, one that streams."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from collections.abc import Iterator
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import URLPattern, path
+from django.views.decorators.csrf import csrf_exempt
 
 from common import after_response
 
 held_started = threading.Event()
 release_held = threading.Event()
+second_placement_started = threading.Event()
 # What happened, in order, across the test and the views' threads.
 events: list[str] = []
 
@@ -21,6 +24,15 @@ def hold(request: HttpRequest) -> HttpResponse:
     held_started.set()
     released = release_held.wait(timeout=30)
     return HttpResponse("released" if released else "never released")
+
+
+@csrf_exempt
+def hold_placement(request: HttpRequest) -> HttpResponse:
+    """On the placement route: the first one holds its thread until told."""
+    if held_started.is_set():
+        second_placement_started.set()
+        return HttpResponse("second")
+    return hold(request)
 
 
 def release(request: HttpRequest) -> HttpResponse:
@@ -46,6 +58,7 @@ def deferring(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns: list[URLPattern] = [
+    path("api/v1/orders/", hold_placement),
     path("deferring", deferring),
     path("hold", hold),
     path("release", release),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,19 +14,22 @@ from django.core import signals
 from django.test import override_settings
 
 from common import after_response
-from ordermgmt.handlers import SynchronousChainASGIHandler
+from ordermgmt.handlers import PLACEMENT_PATH, SynchronousChainASGIHandler
 from tests.ordermgmt import asgi_urls
 
 # Bounds for a test that would otherwise hang: each is far above what the step takes.
 STEP_TIMEOUT = 10.0
+# How long a placement admitted past a slot still in use would take to reach its view: at most
+# milliseconds; what does not happen within this does not happen.
+SLOT_KEPT_SECONDS = 1.0
 
 
-def _scope(path: str) -> dict[str, Any]:
+def _scope(path: str, method: str = "GET") -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
@@ -39,9 +42,13 @@ def _scope(path: str) -> dict[str, Any]:
 
 
 async def _get(
-    app: SynchronousChainASGIHandler, path: str, leave: asyncio.Event | None = None
+    app: SynchronousChainASGIHandler,
+    path: str,
+    leave: asyncio.Event | None = None,
+    method: str = "GET",
 ) -> tuple[int | None, bytes]:
-    """GET `path`; the client goes away when `leave` is set (else once the answer is in)."""
+    """GET (or `method`) `path`; the client goes away when `leave` is set (else once the answer
+    is in)."""
     answered = asyncio.Event()
     status: list[int] = []
     body = bytearray()
@@ -64,7 +71,7 @@ async def _get(
                 asgi_urls.events.append("answer sent")
                 answered.set()
 
-    await app(_scope(path), receive, send)
+    await app(_scope(path, method), receive, send)
     return (status[0] if status else None), bytes(body)
 
 
@@ -72,6 +79,7 @@ async def _get(
 def app() -> Iterator[SynchronousChainASGIHandler]:
     asgi_urls.held_started.clear()
     asgi_urls.release_held.clear()
+    asgi_urls.second_placement_started.clear()
     asgi_urls.events.clear()
     with override_settings(ROOT_URLCONF="tests.ordermgmt.asgi_urls"):
         yield SynchronousChainASGIHandler()
@@ -122,6 +130,32 @@ def test_a_request_whose_client_left_does_not_hold_up_the_next(
     assert status == 200
     # the abandoned request was finished too (its connection given back), and the next one
     assert len(finished) == 2
+
+
+def test_a_placement_whose_client_left_keeps_its_slot_until_its_view_ends(
+    app: SynchronousChainASGIHandler, tune: Callable[..., None]
+) -> None:
+    tune("concurrency_control", placement_slots_per_process=1)
+
+    async def scenario() -> tuple[bool, tuple[int | None, bytes]]:
+        leave = asyncio.Event()
+        abandoned = asyncio.create_task(_get(app, PLACEMENT_PATH, leave=leave, method="POST"))
+        await asyncio.to_thread(asgi_urls.held_started.wait, STEP_TIMEOUT)
+        leave.set()  # the client goes away; its view still runs, on the only slot
+        second = asyncio.create_task(_get(app, PLACEMENT_PATH, method="POST"))
+        # A bound, not a synchronisation: given the slot, the second view starts at once.
+        admitted = await asyncio.to_thread(
+            asgi_urls.second_placement_started.wait, SLOT_KEPT_SECONDS
+        )
+        asgi_urls.release_held.set()
+        await asyncio.wait_for(abandoned, STEP_TIMEOUT)
+        return admitted, await asyncio.wait_for(second, STEP_TIMEOUT)
+
+    admitted_while_held, answer = asyncio.run(scenario())
+    # should keep the next placement at the gate while the abandoned one still runs (its CPU is
+    # still spent), then admit it
+    assert not admitted_while_held
+    assert answer == (200, b"second")
 
 
 def test_requests_one_after_another_keep_their_thread(
