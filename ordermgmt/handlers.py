@@ -268,7 +268,8 @@ class SynchronousChainASGIHandler(ASGIHandler):
             loop = asyncio.get_running_loop()
 
             def leave_once_idle(_: _RequestThread) -> None:
-                loop.call_soon_threadsafe(gate.leave, ticket)
+                with contextlib.suppress(RuntimeError):  # the loop closed: the gate with it
+                    loop.call_soon_threadsafe(gate.leave, ticket)
 
             thread = _request_thread.get(None)
             if thread is None:  # `handle` called without `__call__`: no thread to wait for
