@@ -151,6 +151,8 @@ def running_system(
             "--no-access-log",
             "--log-level",
             "warning",
+            "--timeout-keep-alive",  # as deployed (Procfile)
+            "75",
         ]
         with process(app, env):
             app_url = f"http://127.0.0.1:{app_port}"

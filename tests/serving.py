@@ -89,7 +89,16 @@ def served_system(
 
 
 # The web process as the Procfile starts it.
-UVICORN = [sys.executable, "-m", "uvicorn", "ordermgmt.asgi:application", "--host", "127.0.0.1"]
+UVICORN = [
+    sys.executable,
+    "-m",
+    "uvicorn",
+    "ordermgmt.asgi:application",
+    "--host",
+    "127.0.0.1",
+    "--timeout-keep-alive",
+    "75",
+]
 
 
 @contextlib.contextmanager

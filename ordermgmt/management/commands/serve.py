@@ -65,6 +65,14 @@ def _spare_the_loop_full_garbage_collections() -> None:
     gc.freeze()
 
 
+# How long an idle keep-alive connection stays open: longer than a client's own idle limit
+# (httpx 5 s, aiohttp 15 s), so the client closes it first. At uvicorn's 5 s a client that
+# reused a connection near the limit met the server's close, and its request was reset (the
+# placement bench's clients: 3 resets in 12 paced runs, none in 24 with their limit below the
+# server's; docs/decisions/0014). The Procfile and the systemd unit say the same.
+KEEP_ALIVE_SECONDS = 75
+
+
 class Command(BaseCommand):
     help = "Serve the app (uvicorn) and, without PROJECTX_* settings, the broker simulator."
 
@@ -153,6 +161,7 @@ class Command(BaseCommand):
                 # fill -> websocket p99 about 310 ms with permessage-deflate, 70-210 ms without
                 # on a shared two-core machine).
                 ws_per_message_deflate=False,
+                timeout_keep_alive=KEEP_ALIVE_SECONDS,
             )
         )
         if not run_listener:
