@@ -115,9 +115,9 @@ def place(
             headers={"Idempotency-Key": f"{key_prefix}-{index}"},
         )
     except httpx.TransportError:
-        # No HTTP answer (a run's connection was reset by the server now and then, gate on or
-        # off, cause not found: decision 0014): counted as status NO_ANSWER, not a crash that
-        # loses the run's figures. A bot retries such a request with the same key.
+        # No HTTP answer (a connection reset: it ended about one paced run in five while the
+        # server's keep-alive was httpx's own 5 s, decision 0014): counted as status NO_ANSWER,
+        # not a crash that loses the run's figures. A bot retries it with the same key.
         return Sample(account, time.perf_counter() - started, NO_ANSWER, False)
     elapsed = time.perf_counter() - started
     try:
